@@ -1,0 +1,82 @@
+"""Photo in, caption out: a trained model directory plus its encoder and search decoder."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from captioner.artifacts import load_captioner
+from captioner.decoding import Hypothesis, SearchDecoder
+from captioner.encoders import get_encoder
+from captioner.images import ImageError, load_image
+
+# The model shipped in the repository: trained on Flickr8k with EfficientNet-Lite0 features.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "flickr8k"
+
+
+def default_model_dir() -> Path:
+    """`$CAPTIONER_MODEL` if set, else the shipped model."""
+    return Path(os.environ.get("CAPTIONER_MODEL", DEFAULT_MODEL_DIR))
+
+
+class Captioner:
+    """A ready-to-use captioner.
+
+    Args:
+        model_dir: a directory written by `captioner train` (default: the shipped model).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike | None = None):
+        self.model_dir = Path(model_dir or default_model_dir())
+        decoder, self.vocab, self.config = load_captioner(self.model_dir)
+        self.encoder = get_encoder(self.config.encoder, weights=self.config.encoder_weights)
+        self.search = SearchDecoder(decoder, self.vocab)
+
+    @property
+    def input_size(self) -> int:
+        return self.encoder.info.input_size
+
+    def load(self, source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
+        """An image file or its bytes -> (S, S, 3) uint8 at the encoder's size."""
+        return load_image(source, self.input_size, name=name)
+
+    def caption_arrays(self, images: np.ndarray, beam_size: int = 1, num_captions: int = 1) -> list[list[Hypothesis]]:
+        """(B, S, S, 3) uint8 images -> hypotheses per image, best first."""
+        features = self.encoder.encode(images)  # (B, D)
+        return self.search.caption(features, beam_size, num_captions)
+
+    def caption(self, source: str | os.PathLike | bytes, beam_size: int = 1, num_captions: int = 1) -> list[Hypothesis]:
+        """Hypotheses for one image file (or its bytes), best first."""
+        return self.caption_arrays(self.load(source)[None], beam_size, num_captions)[0]
+
+    def caption_files(self, paths: Iterable[Path], beam_size: int = 1, num_captions: int = 1, batch_size: int = 32) -> Iterator[tuple[Path, list[Hypothesis] | ImageError]]:
+        """Captions many files in batches, yielding (path, hypotheses) or (path, ImageError) in input order.
+
+        The next batch is decoded from disk on a worker thread while this one is encoded.
+        """
+        paths = list(paths)
+        batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+
+        def load_batch(batch):
+            loaded = []
+            for path in batch:
+                try:
+                    loaded.append(self.load(path))
+                except ImageError as err:
+                    loaded.append(err)
+            return loaded
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(load_batch, batches[0]) if batches else None
+            for i, batch in enumerate(batches):
+                loaded = pending.result()
+                if i + 1 < len(batches):
+                    pending = pool.submit(load_batch, batches[i + 1])
+                good = [image for image in loaded if not isinstance(image, ImageError)]
+                results = iter(self.caption_arrays(np.stack(good), beam_size, num_captions) if good else [])
+                for path, image in zip(batch, loaded):
+                    yield path, image if isinstance(image, ImageError) else next(results)
