@@ -594,7 +594,7 @@ def _read_flickr8k(path: Path, image_dir: Path | None) -> _Raw:
         root = path.parent.parent if path.parent.name == "Flickr8k_text" else path.parent
     report = LoadReport()
     records = _parse_token_file(token_file, report)
-    split_lists = _read_split_lists(token_file.parent, report)
+    split_lists = _read_split_lists(token_file.parent)
     if image_dir is None:
         image_dir = _find_image_dir((root, token_file.parent), FLICKR8K_IMAGE_DIRS, root / FLICKR8K_IMAGE_DIRS[0])
     hashed = not split_lists
@@ -636,7 +636,7 @@ def _parse_token_line(line: str) -> tuple[str, str] | str:
     return key, caption.strip()
 
 
-def _read_split_lists(text_dir: Path, report: LoadReport) -> dict[str, list[str]]:
+def _read_split_lists(text_dir: Path) -> dict[str, list[str]]:
     lists: dict[str, list[str]] = {}
     for split, filename in SPLIT_FILES.items():
         path = text_dir / filename
