@@ -33,6 +33,8 @@ def reference_greedy(decoder, vocab, feature, max_length):
     for _ in range(max_length):
         logits = decoder((feature[None], np.array([tokens], "int32"))).numpy()[0, -1]
         logits[[vocab.pad_id, vocab.start_id]] = -np.inf
+        if len(tokens) == 1:
+            logits[vocab.end_id] = -np.inf  # at least one word
         tokens.append(int(np.argmax(logits)))
         if tokens[-1] == vocab.end_id:
             break
@@ -72,6 +74,7 @@ def test_wide_beam_finds_the_exhaustive_best(vocab):
                 continue
             logits = decoder((feature, np.array([[vocab.start_id, *seq[:-1]]], "int32"))).numpy()[0]
             logits[:, [vocab.pad_id, vocab.start_id]] = -np.inf
+            logits[0, vocab.end_id] = -np.inf  # at least one word
             logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
             lp = sum(logp[t, w] for t, w in enumerate(seq))
             if lp > best_lp:
@@ -94,6 +97,9 @@ def test_beam_returns_n_best_sorted_and_distinct(vocab):
 
 def test_generate_desc_fast_path_equals_the_seed_loop(vocab):
     model = define_model(len(vocab), 6, feature_dim=FEATURE_DIM, embedding_dim=8, units=8)
+    # Like a trained model, never predict <pad>/<start> (the seed's loop has no rule against them).
+    bias = model.decoder.output_dense.bias
+    bias.assign(bias.numpy() - 50.0 * np.isin(np.arange(len(vocab)), [vocab.pad_id, vocab.start_id]))
     photo = np.random.default_rng(8).normal(size=(1, FEATURE_DIM)).astype("float32")
     fast = generate_desc(model, vocab, photo, 6)
     slow = generate_desc_by_prefix(model, vocab, photo, 6)

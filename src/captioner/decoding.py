@@ -49,10 +49,14 @@ class SearchDecoder:
 
     # --- graphs -----------------------------------------------------------------------------
 
-    def _next_word_log_probs(self, logits):
-        """(B, V) logits -> log-probabilities with <pad> and <start> ruled out (never valid next words)."""
-        vocab_size = self.decoder.config.vocab_size
-        banned = tf.reduce_any(tf.range(vocab_size)[:, None] == [self.vocab.pad_id, self.vocab.start_id], axis=1)
+    def _next_word_log_probs(self, logits, t):
+        """(B, V) logits at step t -> log-probabilities over the words allowed there.
+
+        <pad> and <start> are never valid next words, and <end> is not valid first: a caption
+        has at least one word.
+        """
+        ids = tf.range(self.decoder.config.vocab_size)
+        banned = (ids == self.vocab.pad_id) | (ids == self.vocab.start_id) | ((ids == self.vocab.end_id) & (t == 0))
         return tf.nn.log_softmax(tf.where(banned, -np.inf, logits))
 
     def _greedy_graph(self, features):
@@ -67,7 +71,7 @@ class SearchDecoder:
         t = tf.constant(0)
         while t < self.max_length and not tf.reduce_all(finished):
             logits, state = self.decoder.step(image, token, state)
-            log_probs = self._next_word_log_probs(logits)  # (B, V)
+            log_probs = self._next_word_log_probs(logits, t)  # (B, V)
             token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
             token = tf.where(finished, self.vocab.pad_id, token)
             log_prob += tf.where(finished, 0.0, tf.reduce_max(log_probs, axis=-1))
@@ -100,7 +104,7 @@ class SearchDecoder:
                 shape_invariants=[(history, tf.TensorShape([None, None, None]))]
             )
             logits, state = self.decoder.step(image, token, state)
-            log_probs = tf.reshape(self._next_word_log_probs(logits), [batch, beam_size, vocab_size])
+            log_probs = tf.reshape(self._next_word_log_probs(logits, t), [batch, beam_size, vocab_size])
             log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], log_probs)
             candidates = tf.reshape(log_prob[:, :, None] + log_probs, [batch, beam_size * vocab_size])
             log_prob, index = tf.math.top_k(candidates, k=beam_size)  # (B, K)
