@@ -1,0 +1,80 @@
+"""Caption quality of a trained model on a dataset split, next to a trivial baseline.
+
+For each decoding setting (greedy, beam 3, beam 5 by default) it captions every image of the split
+and scores the captions with coco-caption metrics (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D) and NLTK
+corpus BLEU. The baseline gives every image the most frequent (cleaned) training caption. It also
+counts distinct captions: a captioner that ignores its image would produce one.
+
+    python benchmarks/quality.py                       # shipped model, Flickr8k dev split
+    python benchmarks/quality.py --model runs/r1/model --beams 1 3 --json quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+from pathlib import Path
+
+import captioner  # noqa: F401  (quiet TensorFlow logging)
+from captioner.data import load_dataset
+from captioner.evaluation import score_captions
+from captioner.pipeline import Captioner, default_model_dir
+from captioner.report import generate_split_captions
+
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "nltk_BLEU-1", "nltk_BLEU-4"]
+
+
+def most_frequent_caption(dataset, split: str = "train") -> str:
+    counts = collections.Counter(c for caps in dataset.cleaned(split).values() for c in caps)
+    return counts.most_common(1)[0][0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "flickr8k"))
+    parser.add_argument("--split", default="dev")
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5], help="beam sizes to score (1 = greedy)")
+    parser.add_argument("--limit-images", type=int, default=None)
+    parser.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
+    parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
+    args = parser.parse_args()
+
+    dataset = load_dataset(args.data)
+    keys = dataset.split_images(args.split)[: args.limit_images]
+    references = {k: dataset.captions[k] for k in keys}
+    model = Captioner(args.model or default_model_dir())
+    use_java = False if args.no_java else None
+
+    runs: dict[str, dict] = {}
+    baseline = most_frequent_caption(dataset)
+    result = score_captions({k: baseline for k in keys}, references, use_java=use_java)
+    runs[f'baseline: "{baseline}"'] = {"metrics": result.metrics, "distinct": 1, "skipped": result.skipped}
+    for beam in args.beams:
+        started = time.perf_counter()
+        hyps = generate_split_captions(model, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, beam)
+        seconds = time.perf_counter() - started
+        result = score_captions(hyps, references, use_java=use_java)
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        runs[name] = {"metrics": result.metrics, "distinct": len(set(hyps.values())), "seconds": seconds, "skipped": result.skipped}
+
+    print(f"{model.model_dir} on {args.data} [{args.split}], {len(keys)} images, scores x100 "
+          f"(coco-caption, PTB tokenizer: {result.tokenizer})")
+    width = max(len(n) for n in runs) + 2
+    print("".ljust(width) + "".join(c.rjust(12) for c in COLUMNS) + "distinct".rjust(10))
+    for name, run in runs.items():
+        cells = "".join((f"{100 * run['metrics'][c]:.1f}" if c in run["metrics"] else "-").rjust(12) for c in COLUMNS)
+        print(name.ljust(width) + cells + str(run["distinct"]).rjust(10))
+    for name, run in runs.items():
+        for metric, reason in run["skipped"].items():
+            print(f"note: {metric} skipped for {name}: {reason}")
+            break
+    if args.json:
+        args.json.write_text(json.dumps({"model": str(model.model_dir), "split": args.split, "images": len(keys), "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
