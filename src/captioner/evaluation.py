@@ -675,7 +675,7 @@ def score_captions(
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("caption metrics need pycocoevalcap and nltk: pip install 'captioner[eval]'") from exc
+        raise ImportError("caption metrics need pycocoevalcap and nltk: pip install pycocoevalcap nltk") from exc
 
     n = len(keys)
     timeout = float(java_timeout) if java_timeout is not None else 300.0 + 0.2 * n

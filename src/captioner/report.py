@@ -43,7 +43,7 @@ def evaluate_model(model_dir: str | os.PathLike | None, data: str | os.PathLike,
     hypotheses = generate_split_captions(captioner, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, beam_size, batch_size, cache_root)
     seconds = time.perf_counter() - started
     references = {k: dataset.captions[k] for k in hypotheses}
-    result = score_captions(hypotheses, references, use_java=use_java)
+    result = score_captions(hypotheses, references, use_java=use_java, spice=True)
     output_dir = Path(output_dir or captioner.model_dir / f"eval-{split}-beam{beam_size}")
     atomic.write_json(output_dir / "metrics.json", {
         **result.to_dict(),
