@@ -82,8 +82,11 @@ def _add_evaluate(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from captioner import __version__
+
     parser = argparse.ArgumentParser(prog="captioner", description="Image captioning: CNN encoder + LSTM decoder.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"captioner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_caption(sub)
     _add_train(sub)
@@ -149,6 +152,8 @@ def cmd_train(args) -> int:
             settings[field.name] = value
     if not args.data and not args.resume:
         raise ValueError("--data is required (a Flickr8k folder, captions.txt, Karpathy JSON, CSV or JSONL)")
+    if str(settings.get("encoder_weights")).lower() in ("none", "random"):
+        settings["encoder_weights"] = None  # random encoder weights: for tests and smoke runs only
     settings.setdefault("output", f"runs/{args.preset or 'run'}")
     settings.setdefault("data", args.data or "")
     config = TrainConfig(**settings)
