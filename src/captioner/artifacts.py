@@ -65,6 +65,7 @@ def save_captioner(directory: str | os.PathLike, decoder: MergeDecoder, vocab: V
         vocab.save(staging / VOCAB_FILE)
         arrays = {f"w{i:03d}": w.astype(np.float16) if w.dtype.kind == "f" else w for i, w in enumerate(decoder_weights(decoder))}
         np.savez(staging / WEIGHTS_FILE, **arrays)
+        os.chmod(staging, atomic.default_mode(directory=True))
         old = directory.with_name(f".{directory.name}.old")
         if directory.exists():
             shutil.rmtree(old, ignore_errors=True)

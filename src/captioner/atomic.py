@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def default_mode(directory: bool = False) -> int:
+    """Permissions a plain `open()` / `mkdir()` would give (mkstemp and mkdtemp make them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside `path`; on success it replaces `path` in one rename.
@@ -26,6 +33,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
