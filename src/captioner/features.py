@@ -95,6 +95,7 @@ class FeatureCache:
         }
         self._check_or_write_meta()
         self._keys, self._arrays = self._read_all()
+        self._index_cache: dict[str, tuple[int, int]] | None = None
 
     def _check_or_write_meta(self) -> None:
         path = self.directory / META_FILE
@@ -126,18 +127,22 @@ class FeatureCache:
         return keys, arrays
 
     def __len__(self) -> int:
-        return len(set(self._keys))
+        return len(self._index())
 
     def __contains__(self, key: str) -> bool:
         return key in self._index()
 
     def _index(self) -> dict[str, tuple[int, int]]:
+        """key -> (array number, row); rebuilt only after the arrays change."""
+        if self._index_cache is not None:
+            return self._index_cache
         index: dict[str, tuple[int, int]] = {}
         position = 0
         for a, array in enumerate(self._arrays):
             for row in range(len(array)):
                 index[self._keys[position]] = (a, row)
                 position += 1
+        self._index_cache = index
         return index
 
     def update(self, images: dict[str, Path], batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True) -> ExtractionReport:
@@ -186,6 +191,7 @@ class FeatureCache:
                     next_part += 1
                     self._keys.extend(keys)
                     self._arrays.append(features)
+                    self._index_cache = None
                     report.encoded += len(keys)
                 bar.update(len(batches[i]))
         bar.close()
@@ -205,6 +211,7 @@ class FeatureCache:
         for part in parts:
             part.unlink(missing_ok=True)
         self._keys, self._arrays = keys, [features]
+        self._index_cache = None
 
     def load(self, keys: Iterable[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Returns (keys, features (N, ...) float16); with `keys`, only those found, in that order."""

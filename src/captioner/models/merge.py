@@ -124,9 +124,12 @@ def define_model(
     decoder = build_decoder(config)
     photo = keras.Input(shape=(feature_dim,), name="photo")
     prefix = keras.Input(shape=(max_length,), dtype="int32", name="prefix")
-    logits = decoder((photo, prefix))  # (B, max_length, V)
+    # The decoder's own layers, but the dense layers only at the last position, as the seed does.
+    image = decoder.encode_image(photo)  # (B, units)
+    sequence, _, _ = decoder.lstm(decoder.word_dropout(decoder.embedding(prefix)))  # (B, max_length, units)
     # Pre-padding puts the last real word at the final position.
-    next_word = layers.Activation("softmax", name="next_word")(logits[:, -1, :])
+    logits = decoder.output_dense(decoder.hidden_dense(sequence[:, -1, :] + image))  # (B, V)
+    next_word = layers.Activation("softmax", name="next_word")(logits)
     model = keras.Model([photo, prefix], next_word, name="merge_captioner")
     model.decoder = decoder
     model.compile(loss="categorical_crossentropy", optimizer="adam")
