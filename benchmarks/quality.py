@@ -19,6 +19,7 @@ from pathlib import Path
 
 import captioner  # noqa: F401  (quiet TensorFlow logging)
 from captioner.data import load_dataset
+from captioner.decoding import DEFAULT_LENGTH_PENALTY
 from captioner.evaluation import score_captions
 from captioner.pipeline import Captioner, default_model_dir
 from captioner.report import generate_split_captions
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "flickr8k"))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5], help="beam sizes to score (1 = greedy)")
+    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = log-prob / length**alpha")
+    parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--limit-images", type=int, default=None)
     parser.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
     parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
@@ -50,15 +53,16 @@ def main() -> None:
     use_java = False if args.no_java else None
 
     runs: dict[str, dict] = {}
-    baseline = most_frequent_caption(dataset)
-    result = score_captions({k: baseline for k in keys}, references, use_java=use_java)
-    runs[f'baseline: "{baseline}"'] = {"metrics": result.metrics, "distinct": 1, "skipped": result.skipped}
+    if not args.no_baseline:
+        baseline = most_frequent_caption(dataset)
+        result = score_captions({k: baseline for k in keys}, references, use_java=use_java)
+        runs[f'baseline: "{baseline}"'] = {"metrics": result.metrics, "distinct": 1, "skipped": result.skipped}
     for beam in args.beams:
         started = time.perf_counter()
-        hyps = generate_split_captions(model, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, beam)
+        hyps = generate_split_captions(model, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, beam, length_penalty=args.length_penalty)
         seconds = time.perf_counter() - started
         result = score_captions(hyps, references, use_java=use_java)
-        name = "greedy" if beam == 1 else f"beam {beam}"
+        name = "greedy" if beam == 1 else f"beam {beam} (alpha {args.length_penalty:g})"
         runs[name] = {"metrics": result.metrics, "distinct": len(set(hyps.values())), "seconds": seconds, "skipped": result.skipped}
 
     print(f"{model.model_dir} on {args.data} [{args.split}], {len(keys)} images, scores x100 "

@@ -9,7 +9,7 @@ from captioner.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
+def data_root(tmp_path_factory):
     from conftest import _write_images, _write_text
 
     root = tmp_path_factory.mktemp("cli_data")
@@ -17,6 +17,12 @@ def model_dir(tmp_path_factory):
     _write_text(root / "Flickr8k.token.txt", [f"{k}#{n}\t{c}" for k, cs in captions.items() for n, c in enumerate(cs)], True)
     _write_text(root / "Flickr_8k.trainImages.txt", list(captions)[:8], False)
     _write_text(root / "Flickr_8k.devImages.txt", list(captions)[8:], False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, data_root):
+    root = data_root
     out = tmp_path_factory.mktemp("cli_run")
     config = TrainConfig(data=str(root), output=str(out / "run"), cache_dir=str(out / "cache"), min_word_count=1,
                          embedding_dim=16, units=16, epochs=2, batch_size=4, learning_rate=1e-2)
@@ -78,3 +84,14 @@ def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(capsys, model_dir, pho
     assert code != 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(("captioner: error:", "error:")) and expected in lines[0], err
+
+
+def test_train_command_uses_imagenet_features_and_exports_the_model(capsys, data_root, tmp_path):
+    code, out, err = run(capsys, "train", "--data", data_root, "--output", tmp_path / "run", "--cache-dir", tmp_path / "cache",
+                         "--epochs", "1", "--units", "8", "--embedding-dim", "8", "--min-word-count", "1",
+                         "--export", tmp_path / "exported", "--no-progress")
+    assert code == 0, err
+    config = json.loads((tmp_path / "exported" / "config.json").read_text())
+    assert config["encoder"] == "efficientnet_lite0" and config["encoder_weights"] == "imagenet"
+    assert config["decoder"]["units"] == 8
+    assert "epoch  1/1" in err

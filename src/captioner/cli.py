@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
             settings[field.name] = value
     if not args.data and not args.resume:
         raise ValueError("--data is required (a Flickr8k folder, captions.txt, Karpathy JSON, CSV or JSONL)")
-    if str(settings.get("encoder_weights")).lower() in ("none", "random"):
+    if settings.get("encoder_weights") is not None and settings["encoder_weights"].lower() in ("none", "random"):
         settings["encoder_weights"] = None  # random encoder weights: for tests and smoke runs only
     settings.setdefault("output", f"runs/{args.preset or 'run'}")
     settings.setdefault("data", args.data or "")

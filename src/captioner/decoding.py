@@ -152,11 +152,12 @@ class SearchDecoder:
             for b in range(len(history))
         ]
 
-    def caption(self, features: np.ndarray, beam_size: int = 1, num_captions: int = 1) -> list[list[Hypothesis]]:
+    def caption(self, features: np.ndarray, beam_size: int = 1, num_captions: int = 1,
+                length_penalty: float = DEFAULT_LENGTH_PENALTY) -> list[list[Hypothesis]]:
         """Greedy when `beam_size` is 1, else beam search; always a list of hypotheses per image."""
         if beam_size == 1 and num_captions == 1:
             return [[h] for h in self.greedy(features)]
-        return self.beam(features, beam_size, num_captions)
+        return self.beam(features, beam_size, num_captions, length_penalty)
 
 
 def _decoder_of(model) -> MergeDecoder | None:

@@ -16,7 +16,8 @@ from captioner.features import FeatureCache, default_cache_dir
 from captioner.pipeline import Captioner
 
 
-def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[str, Path], beam_size: int, batch_size: int = 64, cache_root: str | None = None) -> dict[str, str]:
+def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[str, Path], beam_size: int, batch_size: int = 64,
+                            cache_root: str | None = None, length_penalty: float = DEFAULT_LENGTH_PENALTY) -> dict[str, str]:
     """Best caption per image key; features come from (and go into) the feature cache."""
     config = captioner.config
     cache = FeatureCache(default_cache_dir(image_dir, config.encoder, weights=config.encoder_weights, root=cache_root), config.encoder, config.encoder_weights)
@@ -25,7 +26,7 @@ def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[
     captions: dict[str, str] = {}
     for start in range(0, len(keys), batch_size):
         batch = features[start : start + batch_size].astype(np.float32)
-        for key, hyps in zip(keys[start : start + batch_size], captioner.search.caption(batch, beam_size)):
+        for key, hyps in zip(keys[start : start + batch_size], captioner.search.caption(batch, beam_size, length_penalty=length_penalty)):
             captions[key] = hyps[0].caption
     if report.failed:
         print(f"{len(report.failed)} images could not be read and are not scored")
