@@ -9,10 +9,8 @@ of Flickr8k (5 captions each):
 - seed: `define_model` + `create_sequences` / `data_generator` + `model.fit(generator,
   steps_per_epoch=<images>)` (one example per caption prefix, one batch per photo), one epoch;
 - seed, tutorial model (on the first `--tutorial-images` images; 0 skips it): the same generator
-  and `fit`, on the model exactly as the classic tutorial builds it. Its LSTM returns only the
-  last state, so it computes the output layers at one position, where `define_model` (which wraps
-  the teacher-forcing decoder and keeps the last position) computes them at all `max_length`:
-  this row checks that `define_model` is not a slowed-down baseline.
+  and `fit`, on the model exactly as the classic tutorial builds it (fresh layers, LSTM returning
+  only its last state): this row checks that `define_model` is not a slowed-down baseline.
 
 Each side is warmed up first (its train function traced and run on a few batches), then timed.
 Throughput counts captions consumed per second; "next-word predictions/s" counts the words
