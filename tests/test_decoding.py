@@ -32,7 +32,7 @@ def reference_greedy(decoder, vocab, feature, max_length):
     tokens = [vocab.start_id]
     for _ in range(max_length):
         logits = decoder((feature[None], np.array([tokens], "int32"))).numpy()[0, -1]
-        logits[[vocab.pad_id, vocab.start_id]] = -np.inf
+        logits[[vocab.pad_id, vocab.start_id, vocab.unk_id]] = -np.inf
         if len(tokens) == 1:
             logits[vocab.end_id] = -np.inf  # at least one word
         tokens.append(int(np.argmax(logits)))
@@ -65,7 +65,7 @@ def test_wide_beam_finds_the_exhaustive_best(vocab):
     decoder = random_decoder(vocab, max_length, seed=4, scale=1.0)
     search = SearchDecoder(decoder, vocab, max_length=max_length)
     feature = np.random.default_rng(5).normal(size=(1, FEATURE_DIM)).astype("float32")
-    words = [i for i in range(len(vocab)) if i not in (vocab.pad_id, vocab.start_id)]
+    words = [i for i in range(len(vocab)) if i not in (vocab.pad_id, vocab.start_id, vocab.unk_id)]
     best, best_lp = None, -np.inf
     for n in range(1, max_length + 1):
         for seq in itertools.product(words, repeat=n):
@@ -73,7 +73,7 @@ def test_wide_beam_finds_the_exhaustive_best(vocab):
             if vocab.end_id in seq[:-1] or (n < max_length and seq[-1] != vocab.end_id):
                 continue
             logits = decoder((feature, np.array([[vocab.start_id, *seq[:-1]]], "int32"))).numpy()[0]
-            logits[:, [vocab.pad_id, vocab.start_id]] = -np.inf
+            logits[:, [vocab.pad_id, vocab.start_id, vocab.unk_id]] = -np.inf
             logits[0, vocab.end_id] = -np.inf  # at least one word
             logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
             lp = sum(logp[t, w] for t, w in enumerate(seq))
@@ -97,9 +97,9 @@ def test_beam_returns_n_best_sorted_and_distinct(vocab):
 
 def test_generate_desc_fast_path_equals_the_seed_loop(vocab):
     model = define_model(len(vocab), 6, feature_dim=FEATURE_DIM, embedding_dim=8, units=8)
-    # Like a trained model, never predict <pad>/<start> (the seed's loop has no rule against them).
+    # Like a trained model, never predict <pad>/<start>/<unk> (the seed's loop has no rule against them).
     bias = model.decoder.output_dense.bias
-    bias.assign(bias.numpy() - 50.0 * np.isin(np.arange(len(vocab)), [vocab.pad_id, vocab.start_id]))
+    bias.assign(bias.numpy() - 50.0 * np.isin(np.arange(len(vocab)), [vocab.pad_id, vocab.start_id, vocab.unk_id]))
     photo = np.random.default_rng(8).normal(size=(1, FEATURE_DIM)).astype("float32")
     fast = generate_desc(model, vocab, photo, 6)
     slow = generate_desc_by_prefix(model, vocab, photo, 6)

@@ -14,7 +14,7 @@ from captioner.decoding import Hypothesis, SearchDecoder
 from captioner.encoders import get_encoder
 from captioner.images import ImageError, load_image
 
-# The model shipped in the repository: trained on Flickr8k with EfficientNet-Lite0 features.
+# The model shipped in the repository: trained on Flickr8k with EfficientNet-Lite2 features.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "flickr8k"
 
 
