@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from captioner.errors import FileError
 from captioner.images import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -91,16 +92,8 @@ MAX_MESSAGES = 20
 _IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
 
 
-class DatasetError(ValueError):
+class DatasetError(FileError):
     """A caption dataset that cannot be read; `str(e)` is "<file>: <problem>"."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.problem))
 
 
 # --------------------------------------------------------------------------------------------

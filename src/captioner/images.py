@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from captioner.errors import FileError
+
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageError", "list_images", "load_image"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -46,23 +48,13 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _PIXELS_IN_MESSAGE = re.compile(r"\((\d+) pixels\)")
 
 
-class ImageError(ValueError):
+class ImageError(FileError):
     """An image file that cannot be used; `str(e)` is "<path>: <problem>".
 
     Attributes:
         path: the file (or the name given for in-memory bytes).
         problem: what is wrong with it, one line.
     """
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        # The default reduce would call ImageError(message), which lacks `problem`; worker
-        # processes hand these back to the parent, so they must pickle.
-        return (type(self), (self.path, self.problem))
 
 
 def load_image(source: str | os.PathLike | bytes, size: int | None = None, *, name: str | None = None) -> np.ndarray:

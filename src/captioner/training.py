@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 
 from captioner import atomic
 from captioner.artifacts import CaptionerConfig, save_captioner
-from captioner.data import CaptionDataset, clean_caption, load_dataset
+from captioner.data import CaptionDataset, load_dataset
 from captioner.features import DEFAULT_ENCODER, FeatureCache, default_cache_dir
 from captioner.models.merge import MergeConfig, MergeDecoder, build_decoder
 from captioner.vocab import Vocabulary

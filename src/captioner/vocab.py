@@ -22,6 +22,7 @@ from pathlib import Path
 
 from captioner.atomic import write_json
 from captioner.data import clean_caption
+from captioner.errors import FileError
 
 __all__ = ["END", "PAD", "SPECIALS", "START", "UNK", "Vocabulary", "VocabularyError"]
 
@@ -35,16 +36,8 @@ _FILE_FORMAT = "captioner-vocabulary"
 _FILE_VERSION = 1
 
 
-class VocabularyError(ValueError):
+class VocabularyError(FileError):
     """A vocabulary file that cannot be used; `str(e)` is "<path>: <problem>"."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.problem))
 
 
 class Vocabulary:
