@@ -84,7 +84,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--split", default="dev", help="split to score (default: %(default)s)")
     p.add_argument("--beam-size", type=int, default=None, help=f"beam width; 1 is greedy (default: {DEFAULT_BEAM_SIZE})")
     p.add_argument("--limit-images", type=int, default=None, help="score only the first N images")
-    p.add_argument("--output-dir", type=Path, default=None, help="where to write metrics.json and captions.json (default: <model>/eval-<split>-beam<K>)")
+    p.add_argument("--output-dir", type=Path, default=None, help="where to write metrics.json and captions.json (default: runs/eval/<model>-<split>-beam<K>)")
     p.add_argument("--no-java", action="store_true", help="skip the Java-based PTB tokenizer and METEOR")
     p.add_argument("--batch-size", type=int, default=64)
 

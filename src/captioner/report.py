@@ -45,7 +45,8 @@ def evaluate_model(model_dir: str | os.PathLike | None, data: str | os.PathLike,
     seconds = time.perf_counter() - started
     references = {k: dataset.captions[k] for k in hypotheses}
     result = score_captions(hypotheses, references, use_java=use_java, spice=True)
-    output_dir = Path(output_dir or captioner.model_dir / f"eval-{split}-beam{beam_size}")
+    # Not inside the model directory: the shipped model lives in the repository.
+    output_dir = Path(output_dir or Path("runs") / "eval" / f"{captioner.model_dir.name}-{split}-beam{beam_size}")
     atomic.write_json(output_dir / "metrics.json", {
         **result.to_dict(),
         "model_dir": str(captioner.model_dir),
