@@ -95,3 +95,16 @@ def test_train_command_uses_imagenet_features_and_exports_the_model(capsys, data
     assert config["encoder"] == "efficientnet_lite0" and config["encoder_weights"] == "imagenet"
     assert config["decoder"]["units"] == 8
     assert "epoch  1/1" in err
+
+
+def test_evaluate_writes_metrics_and_captions(capsys, monkeypatch, data_root, model_dir, tmp_path):
+    monkeypatch.setenv("CAPTIONER_CACHE", str(tmp_path / "cache"))
+    code, out, err = run(capsys, "evaluate", model_dir, "--data", data_root, "--split", "dev", "--beam-size", "2",
+                         "--no-java", "--output-dir", tmp_path / "eval")
+    assert code == 0, err
+    assert "BLEU-4" in out and "CIDEr-D" in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["split"] == "dev" and metrics["decoding"]["beam_size"] == 2
+    assert 0.0 <= metrics["metrics"]["BLEU-1"] <= 1.0 and "METEOR" in metrics["skipped"]
+    captions = json.loads((tmp_path / "eval" / "captions.json").read_text())
+    assert len(captions) == 2 and all(isinstance(c, str) and c for c in captions.values())
