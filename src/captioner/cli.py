@@ -27,7 +27,7 @@ PRESETS: dict[str, dict] = {
         "units": 256,
         "dropout": 0.5,
         "batch_size": 64,
-        "epochs": 20,
+        "epochs": 16,  # the shipped run's dev loss bottomed at epoch 16 (lr is 3.5e-5 by then)
         "learning_rate": 1e-3,
         "lr_decay": 0.8,
         "label_smoothing": 0.1,
