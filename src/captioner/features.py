@@ -13,7 +13,6 @@ silently reused, when its `meta.json` names another encoder, weights, preprocess
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from captioner import atomic
 from captioner.encoders import encoder_info, get_encoder
-from captioner.images import ImageError, list_images, load_image
+from captioner.images import ImageError, list_images, load_ahead, load_image
 
 DEFAULT_ENCODER = "efficientnet_lite0"  # best speed/quality trade-off measured on 2 CPU cores
 DEFAULT_BATCH_SIZE = 32
@@ -176,24 +175,18 @@ class FeatureCache:
                         tqdm.write(f"skipped {err}", file=sys.stderr)
             return keys, loaded
 
-        # Decode the next batch on a worker thread while the encoder runs on this one.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(load_batch, batches[0])
-            for i in range(len(batches)):
-                keys, loaded = pending.result()
-                if i + 1 < len(batches):
-                    pending = pool.submit(load_batch, batches[i + 1])
-                if keys:
-                    features = encoder.encode(np.stack(loaded), spatial=self.spatial).astype(CACHE_DTYPE)
-                    path = self.directory / f"part-{next_part:05d}.npz"
-                    with atomic.atomic_path(path) as tmp:
-                        np.savez(tmp, keys=np.array(keys), features=features)
-                    next_part += 1
-                    self._keys.extend(keys)
-                    self._arrays.append(features)
-                    self._index_cache = None
-                    report.encoded += len(keys)
-                bar.update(len(batches[i]))
+        for batch, (keys, loaded) in load_ahead(batches, load_batch):
+            if keys:
+                features = encoder.encode(np.stack(loaded), spatial=self.spatial).astype(CACHE_DTYPE)
+                path = self.directory / f"part-{next_part:05d}.npz"
+                with atomic.atomic_path(path) as tmp:
+                    np.savez(tmp, keys=np.array(keys), features=features)
+                next_part += 1
+                self._keys.extend(keys)
+                self._arrays.append(features)
+                self._index_cache = None
+                report.encoded += len(keys)
+            bar.update(len(batch))
         bar.close()
         if len(report.failed) > MAX_REPORTED_FAILURES:
             print(f"skipped {len(report.failed)} unreadable images in all", file=sys.stderr)

@@ -20,18 +20,20 @@ Every consumer (feature extraction, the CLI, the web service) reads pixels throu
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import os
 import re
 import warnings
 from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from captioner.errors import FileError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageError", "list_images", "load_image"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageError", "list_images", "load_ahead", "load_image"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -240,3 +242,21 @@ def _decode_problem(e: Exception) -> str:
 def _first_line(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+_Batch = TypeVar("_Batch")
+_Loaded = TypeVar("_Loaded")
+
+
+def load_ahead(batches: Sequence[_Batch], load: Callable[[_Batch], _Loaded]) -> Iterator[tuple[_Batch, _Loaded]]:
+    """Yields (batch, load(batch)) in order, loading the next batch on a worker thread.
+
+    Decoding JPEGs releases the GIL, so the next batch is read while the caller encodes this one.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, batches[0]) if batches else None
+        for i, batch in enumerate(batches):
+            loaded = pending.result()
+            if i + 1 < len(batches):
+                pending = pool.submit(load, batches[i + 1])
+            yield batch, loaded

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -12,7 +11,7 @@ import numpy as np
 from captioner.artifacts import load_captioner
 from captioner.decoding import Hypothesis, SearchDecoder
 from captioner.encoders import get_encoder
-from captioner.images import ImageError, load_image
+from captioner.images import ImageError, load_ahead, load_image
 
 # The model shipped in the repository: trained on Flickr8k with EfficientNet-Lite2 features.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "flickr8k"
@@ -56,7 +55,7 @@ class Captioner:
     def caption_files(self, paths: Iterable[Path], beam_size: int = 1, num_captions: int = 1, batch_size: int = 32) -> Iterator[tuple[Path, list[Hypothesis] | ImageError]]:
         """Captions many files in batches, yielding (path, hypotheses) or (path, ImageError) in input order.
 
-        The next batch is decoded from disk on a worker thread while this one is encoded.
+        The next batch is read from disk on a worker thread while this one is encoded.
         """
         paths = list(paths)
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
@@ -70,13 +69,8 @@ class Captioner:
                     loaded.append(err)
             return loaded
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(load_batch, batches[0]) if batches else None
-            for i, batch in enumerate(batches):
-                loaded = pending.result()
-                if i + 1 < len(batches):
-                    pending = pool.submit(load_batch, batches[i + 1])
-                good = [image for image in loaded if not isinstance(image, ImageError)]
-                results = iter(self.caption_arrays(np.stack(good), beam_size, num_captions) if good else [])
-                for path, image in zip(batch, loaded):
-                    yield path, image if isinstance(image, ImageError) else next(results)
+        for batch, loaded in load_ahead(batches, load_batch):
+            good = [image for image in loaded if not isinstance(image, ImageError)]
+            results = iter(self.caption_arrays(np.stack(good), beam_size, num_captions) if good else [])
+            for path, image in zip(batch, loaded):
+                yield path, image if isinstance(image, ImageError) else next(results)
