@@ -162,9 +162,21 @@ class SearchDecoder:
 
 
 def _decoder_of(model) -> MergeDecoder | None:
-    if isinstance(model, MergeDecoder):
-        return model
-    return getattr(model, "decoder", None) if isinstance(getattr(model, "decoder", None), MergeDecoder) else None
+    """The `MergeDecoder` itself, or the one a `define_model` model wraps; None otherwise."""
+    decoder = model if isinstance(model, MergeDecoder) else getattr(model, "decoder", None)
+    return decoder if isinstance(decoder, MergeDecoder) else None
+
+
+def _search_decoder(decoder: MergeDecoder, vocab: Vocabulary, max_length: int) -> SearchDecoder:
+    """One `SearchDecoder` per (decoder, vocabulary, max length), kept on the decoder.
+
+    Building one traces its graphs; the seed calls `generate_desc` once per photo.
+    """
+    searches = decoder.__dict__.setdefault("_captioner_searches", {})
+    key = (id(vocab), max_length)
+    if key not in searches or searches[key].vocab is not vocab:
+        searches[key] = SearchDecoder(decoder, vocab, max_length)
+    return searches[key]
 
 
 def generate_desc(model, tokenizer, photo: np.ndarray, max_length: int) -> str:
@@ -182,7 +194,7 @@ def generate_desc(model, tokenizer, photo: np.ndarray, max_length: int) -> str:
     photo = np.asarray(photo, dtype="float32").reshape(1, -1)
     decoder = _decoder_of(model)
     if decoder is not None and isinstance(tokenizer, Vocabulary):
-        tokens, _, _ = SearchDecoder(decoder, tokenizer, max_length)._greedy(tf.constant(photo))
+        tokens, _, _ = _search_decoder(decoder, tokenizer, max_length)._greedy(tf.constant(photo))
         ids = [int(i) for i in tokens.numpy()[0] if i != tokenizer.pad_id]
         return " ".join(tokenizer.id_to_word[i] for i in [tokenizer.start_id, *ids])
     return generate_desc_by_prefix(model, tokenizer, photo, max_length)
