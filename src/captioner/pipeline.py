@@ -13,13 +13,10 @@ from captioner.decoding import Hypothesis, SearchDecoder
 from captioner.encoders import get_encoder
 from captioner.images import ImageError, load_ahead, load_image
 
-# The model shipped in the repository: trained on Flickr8k with EfficientNet-Lite2 features.
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "flickr8k"
+from captioner.defaults import PRETRAINED_DIR, SHIPPED_MODEL, default_model_dir
 
-
-def default_model_dir() -> Path:
-    """`$CAPTIONER_MODEL` if set, else the shipped model."""
-    return Path(os.environ.get("CAPTIONER_MODEL", DEFAULT_MODEL_DIR))
+# The shipped model: trained on Flickr8k with EfficientNet-Lite2 features.
+DEFAULT_MODEL_DIR = PRETRAINED_DIR / SHIPPED_MODEL
 
 
 class Captioner:

@@ -1,0 +1,23 @@
+"""Defaults that the CLI, the Python API (and later the HTTP service) share.
+
+Importing this module imports nothing heavy: `captioner --help` reads it without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BEAM_SIZE = 5  # chosen by measurement on Flickr8k dev (README, "Quality")
+LENGTH_PENALTY = 1.0  # beam score = log-prob / length**alpha; chosen on Flickr8k dev; 0 ranks by raw log-prob
+CAPTION_BATCH_SIZE = 32  # images per encoder call when captioning many files
+ENCODER = "efficientnet_lite0"  # fast on CPU and the design's reference encoder
+
+# Models shipped inside the package (so an installed wheel has them too).
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+SHIPPED_MODEL = "flickr8k"
+
+
+def default_model_dir() -> Path:
+    """`$CAPTIONER_MODEL` if set, else the shipped Flickr8k model inside the package."""
+    return Path(os.environ.get("CAPTIONER_MODEL") or PRETRAINED_DIR / SHIPPED_MODEL)
