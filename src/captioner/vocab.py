@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from captioner.atomic import write_json
-from captioner.data import clean_caption
+from captioner.text import clean_caption
 from captioner.errors import FileError
 
 __all__ = ["END", "PAD", "SPECIALS", "START", "UNK", "Vocabulary", "VocabularyError"]

@@ -1,4 +1,58 @@
-"""Caption datasets (moved to a package; see `captioner.data.base`)."""
+"""Caption datasets: readers for the common layouts, caption cleaning and splits.
 
-from captioner.data.base import *  # noqa: F401,F403
-from captioner.data.base import MAX_MESSAGES, __all__  # noqa: F401
+`load_dataset` reads any of these into one `CaptionDataset`:
+
+- ``flickr8k``: the classic download. ``Flickr8k.token.txt`` ("<image>.jpg#<n>\\t<caption>") and
+  ``Flickr_8k.{train,dev,test}Images.txt``, in the root or in ``Flickr8k_text/``, and the images in
+  ``Flicker8k_Dataset/`` (the historical spelling), ``Flickr8k_Dataset/`` or ``Images/``.
+  A missing split file just means that split is absent (the shared copy has no test split).
+- ``kaggle``: ``captions.txt`` (CSV with an ``image,caption`` header) and ``Images/``.
+- ``karpathy``: Karpathy's ``dataset_{flickr8k,flickr30k,coco}.json``. Split ``val`` becomes
+  ``dev`` and ``restval`` becomes ``train``. COCO keys are ``filepath/filename``.
+- ``csv``: a CSV file with ``image`` and ``caption`` columns and an optional ``split`` column.
+- ``jsonl``: one JSON object per line, ``{"image": ..., "caption": ..., "split": ...}``
+  (``"captions": [...]`` is accepted too).
+
+Splits are always named ``train``, ``dev`` and ``test``; ``val``, ``valid`` and ``validation`` are
+accepted as aliases of ``dev`` (and ``restval`` of ``train`` in files). Formats without a split
+column get a hashed split: each image's split depends only on its own key (BLAKE2b of the key,
+modulo 8: 0-5 train, 6 dev, 7 test, so about 75 / 12.5 / 12.5 %), which is reproducible across
+machines and Python runs and does not move images when others are added or removed. The Kaggle
+copy of Flickr8k has no split lists, so its hashed dev/test splits are *not* the standard
+Karpathy ones; compare numbers against published results on the classic layout only.
+
+Bad input never stops a load because of one line: malformed lines, rows whose split name is not
+recognised, captions that are empty after cleaning and images missing from the image folder are
+skipped, counted in `LoadReport` and described (with line numbers) in its first messages. A file
+that is not in the expected format at all (no valid line, wrong header, binary, not UTF-8) raises
+`DatasetError`, whose message is "<file>: <problem>" on one line.
+
+Package layout: `base` (dataset, report, splits, file reading), `registry` (the formats and
+`detect_format`), `csvrows` (the CSV parser the csv and kaggle formats share), `loader` (`load_dataset` and the checks every format shares), and one module
+per format (`flickr8k`, `kaggle`, `karpathy`, `table` for csv and jsonl) that registers itself
+when imported below; the import order is the detection order. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+# The reader modules register their formats on import, in detection order: most specific first.
+from captioner.data import flickr8k, kaggle, karpathy, table  # noqa: F401  (isort: keep this order)
+from captioner.data.base import MAX_MESSAGES, SPLITS, CaptionDataset, DatasetError, LoadReport, hashed_split, normalize_split  # noqa: F401
+from captioner.data.loader import load_dataset
+from captioner.data.registry import detect_format, format_names
+from captioner.text import clean_caption
+
+__all__ = [
+    "FORMATS",
+    "SPLITS",
+    "CaptionDataset",
+    "DatasetError",
+    "LoadReport",
+    "clean_caption",
+    "detect_format",
+    "hashed_split",
+    "load_dataset",
+    "normalize_split",
+]
+
+FORMATS: tuple[str, ...] = format_names()
