@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from captioner import generate_desc
-from captioner.decoding import SearchDecoder, generate_desc_by_prefix
-from captioner.models.merge import MergeConfig, build_decoder, define_model
+from captioner.decoding import SearchDecoder
+from captioner.models.merge import MergeConfig, build_decoder
+from captioner.tutorial import define_model, generate_desc_by_prefix
 from captioner.vocab import Vocabulary
 
 FEATURE_DIM = 10

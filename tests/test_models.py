@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from captioner import create_sequences, data_generator, define_model
-from captioner.models.merge import MergeConfig, build_decoder, pad_prefix
+from captioner.models.merge import MergeConfig, build_decoder
+from captioner.tutorial import pad_prefix
 from captioner.vocab import Vocabulary
 
 FEATURE_DIM = 12
@@ -21,9 +22,11 @@ def test_step_by_step_equals_teacher_forcing():
     features = rng.normal(size=(3, FEATURE_DIM)).astype("float32")
     tokens = rng.integers(1, 30, size=(3, 6)).astype("int32")
     full = decoder((features, tokens)).numpy()  # (3, 6, 30)
-    image, state = decoder.encode_image(features), decoder.initial_state(3)
+    image = decoder.encode_image(features)
+    state = decoder.initial_state(image)
     for t in range(6):
-        logits, state = decoder.step(image, tokens[:, t], state)
+        logits, state, attention = decoder.step(image, tokens[:, t], state)
+        assert attention is None
         np.testing.assert_allclose(logits.numpy(), full[:, t], atol=1e-5)
 
 

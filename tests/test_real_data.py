@@ -5,10 +5,12 @@ import collections
 import numpy as np
 import pytest
 
-from captioner.evaluation import score_captions
-from captioner.pipeline import Captioner, DEFAULT_MODEL_DIR
+from captioner.metrics import score_captions
+from captioner.defaults import default_model_dir
+from captioner.pipeline import Captioner
 from captioner.report import generate_split_captions
-from captioner.training import CHECKPOINT_FILE, TrainConfig, train
+from captioner.training import TrainConfig, train
+from captioner.training.loop import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +33,7 @@ def test_shipped_model_beats_the_most_frequent_caption(flickr8k_dataset, tmp_pat
     references = {k: flickr8k_dataset.captions[k] for k in keys}
     counts = collections.Counter(c for caps in flickr8k_dataset.cleaned("train").values() for c in caps)
     baseline = score_captions({k: counts.most_common(1)[0][0] for k in keys}, references, use_java=False, nltk=False)
-    captioner = Captioner(DEFAULT_MODEL_DIR)
+    captioner = Captioner(default_model_dir())
     hyps = generate_split_captions(captioner, flickr8k_dataset.image_dir, {k: flickr8k_dataset.image_path(k) for k in keys}, beam_size=3, cache_root=str(tmp_path))
     ours = score_captions(hyps, references, use_java=False, nltk=False)
     assert ours.metrics["BLEU-4"] > baseline.metrics["BLEU-4"] + 0.05

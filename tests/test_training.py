@@ -7,9 +7,12 @@ import pytest
 
 from captioner.artifacts import load_captioner
 from captioner.decoding import SearchDecoder
-from captioner.features import FeatureCache, default_cache_dir
-from captioner.models.merge import build_decoder
-from captioner.training import CHECKPOINT_FILE, TrainConfig, encode_captions, epoch_order, train
+from captioner.errors import FileError
+from captioner.features import FeatureStore, default_cache_dir
+from captioner.models.base import build_decoder
+from captioner.training import TrainConfig, train
+from captioner.training.batches import encode_captions, epoch_order
+from captioner.training.loop import CHECKPOINT_FILE
 from captioner.vocab import Vocabulary
 
 
@@ -70,9 +73,9 @@ def test_training_learns_and_writes_a_model_directory(dataset, tmp_path):
     assert min(history, key=lambda h: h["val_loss"]) is history[-1]  # so the checkpoint is the best model
     full_precision = build_decoder(config.decoder)
     with np.load(tmp_path / "run" / CHECKPOINT_FILE) as checkpoint:
-        for i, variable in enumerate(full_precision.variables):
-            variable.assign(checkpoint[f"model_{i:03d}"])
-    cache = FeatureCache(default_cache_dir(dataset.root / "Flicker8k_Dataset", "efficientnet_lite0", root=tmp_path / "cache"))
+        for name, variable in full_precision.variable_names().items():
+            variable.assign(checkpoint[f"model/{name}"])
+    cache = FeatureStore(default_cache_dir(dataset.root / "Flicker8k_Dataset", "efficientnet_lite0", root=tmp_path / "cache"))
     _, features = cache.load()
     features = features.astype("float32")
     assert [h.caption for h in SearchDecoder(decoder, vocab).greedy(features)] == [
@@ -82,7 +85,7 @@ def test_training_learns_and_writes_a_model_directory(dataset, tmp_path):
 def test_resume_continues_exactly_like_an_uninterrupted_run(dataset, tmp_path):
     train(tiny_config(dataset, tmp_path, "straight", epochs=3), progress=False)
     train(tiny_config(dataset, tmp_path, "interrupted", epochs=1), progress=False)
-    train(tiny_config(dataset, tmp_path, "interrupted", epochs=3), resume=True, progress=False)
+    train(tiny_config(dataset, tmp_path, "interrupted"), resume=True, progress=False, epochs=3)
     with np.load(tmp_path / "straight" / CHECKPOINT_FILE) as a, np.load(tmp_path / "interrupted" / CHECKPOINT_FILE) as b:
         names = [n for n in a.files if n != "progress"]
         assert names == [n for n in b.files if n != "progress"]
@@ -93,8 +96,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(dataset, tmp_path):
 
 
 def test_a_run_is_never_overwritten_and_resume_needs_a_checkpoint(dataset, tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+    with pytest.raises(FileError, match="nothing to resume"):
         train(tiny_config(dataset, tmp_path, "empty"), resume=True, progress=False)
     train(tiny_config(dataset, tmp_path, "once", epochs=1), progress=False)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileError, match="--resume"):
         train(tiny_config(dataset, tmp_path, "once", epochs=1), progress=False)

@@ -16,18 +16,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "extract_features": "captioner.features",
-    "create_sequences": "captioner.models.merge",
-    "data_generator": "captioner.models.merge",
-    "define_model": "captioner.models.merge",
-    "generate_desc": "captioner.decoding",
-}
+_TUTORIAL = ("extract_features", "create_sequences", "data_generator", "define_model", "generate_desc")
 
-__all__ = [*_LAZY, "__version__"]
+__all__ = [*_TUTORIAL, "__version__"]
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _TUTORIAL:
+        return getattr(importlib.import_module("captioner.tutorial"), name)
     raise AttributeError(f"module 'captioner' has no attribute {name!r}")

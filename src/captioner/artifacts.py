@@ -1,7 +1,9 @@
 """A trained captioner on disk: a directory with `config.json`, `vocab.json` and `weights.npz`.
 
-Loading reads JSON and a numpy archive with `allow_pickle=False`: it never unpickles and never
-deserialises code. Weights are stored as float16 (half the size; captions unchanged, see tests).
+Weights are stored by variable name ("lstm/lstm_cell/kernel"), as float16 (half the size;
+captions unchanged, see tests). Loading reads JSON and a numpy archive with `allow_pickle=False`:
+it never unpickles and never deserialises code. Directories are written beside their target and
+swapped in, so a reader sees the old model or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -11,22 +13,24 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from captioner import __version__, atomic
-from captioner.models.merge import MergeConfig, MergeDecoder, build_decoder
+from captioner.errors import FileError
+from captioner.models.base import Decoder, DecoderConfig, build_decoder, config_from_json
 from captioner.vocab import Vocabulary
 
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "weights.npz"
-FORMAT_VERSION = 1  # bump when the directory layout changes
+FORMAT_VERSION = 2  # 2: weights keyed by variable name; 1: keyed by creation order ("w000", ...)
 
 
-class ModelDirError(ValueError):
-    """A model directory is missing, incomplete or not a captioner."""
+class ModelDirError(FileError):
+    """A model directory is missing, incomplete, damaged or not a captioner."""
 
 
 @dataclasses.dataclass
@@ -34,7 +38,7 @@ class CaptionerConfig:
     """Everything needed to rebuild a captioner, saved as `config.json`."""
 
     encoder: str  # name in `captioner.encoders`, e.g. "efficientnet_lite0"
-    decoder: MergeConfig
+    decoder: DecoderConfig
     encoder_weights: str | None = "imagenet"  # None: random encoder weights (tests only)
     format_version: int = FORMAT_VERSION
     captioner_version: str = __version__
@@ -46,73 +50,140 @@ class CaptionerConfig:
     @classmethod
     def from_json(cls, data: dict) -> "CaptionerConfig":
         data = dict(data)
-        data["decoder"] = MergeConfig(**data["decoder"])
+        data["decoder"] = config_from_json(data["decoder"])
         return cls(**data)
 
 
-def decoder_weights(decoder: MergeDecoder) -> list[np.ndarray]:
-    """The decoder's weights in a fixed order (random-seed state excluded)."""
-    return [np.asarray(w) for w in decoder.weights]
+def is_model_dir(directory: str | os.PathLike) -> bool:
+    """True if `directory` holds a captioner model's config."""
+    return (Path(directory) / CONFIG_FILE).is_file()
 
 
-def save_captioner(directory: str | os.PathLike, decoder: MergeDecoder, vocab: Vocabulary, config: CaptionerConfig) -> Path:
-    """Writes a complete model directory, replacing any old one in a single rename."""
-    directory = Path(directory)
+def _swap_in(staging: Path, directory: Path) -> None:
+    """Replaces `directory` by the finished `staging` directory beside it."""
+    os.chmod(staging, atomic.default_mode(directory=True))
+    old = directory.with_name(f".{directory.name}.old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _staging_dir(directory: Path) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    return Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+
+
+def save_captioner(directory: str | os.PathLike, decoder: Decoder, vocab: Vocabulary, config: CaptionerConfig,
+                   extra_json: dict[str, dict] | None = None) -> Path:
+    """Writes a complete model directory, replacing any old one in a single rename.
+
+    Args:
+        extra_json: more JSON files to write beside the model, e.g. the training settings.
+    """
+    directory = Path(directory)
+    staging = _staging_dir(directory)
     try:
         atomic.write_json(staging / CONFIG_FILE, config.to_json())
+        for name, content in (extra_json or {}).items():
+            atomic.write_json(staging / name, content)
         vocab.save(staging / VOCAB_FILE)
-        arrays = {f"w{i:03d}": w.astype(np.float16) if w.dtype.kind == "f" else w for i, w in enumerate(decoder_weights(decoder))}
-        np.savez(staging / WEIGHTS_FILE, **arrays)
-        os.chmod(staging, atomic.default_mode(directory=True))
-        old = directory.with_name(f".{directory.name}.old")
-        if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        arrays = {name: np.asarray(v) for name, v in decoder.variable_names().items()}
+        np.savez(staging / WEIGHTS_FILE, **{k: a.astype(np.float16) if a.dtype.kind == "f" else a for k, a in arrays.items()})
+        _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def check_export_target(target: str | os.PathLike) -> Path:
+    """Refuses a target that is a file, or a non-empty folder that is not a captioner model.
+
+    Called before training starts, so a bad `--export` fails in seconds, not after an hour.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise FileError(target, "exists and is not a folder; choose another --export path")
+    if target.is_dir() and any(target.iterdir()) and not is_model_dir(target):
+        raise FileError(target, "folder is not empty and is not a captioner model; refusing to replace it")
+    parent = target.parent if target.parent != Path("") else Path(".")
+    existing = next(p for p in [parent, *parent.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise FileError(target, f"cannot write here ({existing} is not a writable folder)")
+    return target
+
+
+def export_model(model_dir: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copies a model directory to `target`, replacing an older model there atomically."""
+    target = check_export_target(target)
+    read_config(model_dir)
+    staging = _staging_dir(target)
+    try:
+        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def read_config(directory: str | os.PathLike) -> CaptionerConfig:
     """Reads and validates `config.json`; raises `ModelDirError` with a one-line reason."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise ModelDirError(f"{directory}: model directory not found")
+        raise ModelDirError(directory, "model directory not found")
     path = directory / CONFIG_FILE
     if not path.is_file():
-        raise ModelDirError(f"{directory}: not a captioner model directory ({CONFIG_FILE} missing)")
+        raise ModelDirError(directory, f"not a captioner model directory ({CONFIG_FILE} missing)")
     try:
         config = CaptionerConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError, KeyError) as err:
-        raise ModelDirError(f"{path}: not a valid captioner config ({err})") from None
+        raise ModelDirError(path, f"not a valid captioner config ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     if config.format_version > FORMAT_VERSION:
-        raise ModelDirError(f"{path}: made by a newer captioner (format {config.format_version}); upgrade captioner")
+        raise ModelDirError(path, f"made by a newer captioner (format {config.format_version}); upgrade captioner")
     return config
 
 
-def load_captioner(directory: str | os.PathLike) -> tuple[MergeDecoder, Vocabulary, CaptionerConfig]:
+def _read_weights(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        problem = "empty file" if path.stat().st_size == 0 else (str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise ModelDirError(path, f"unreadable weights ({problem})") from None
+
+
+def _match_weights(path: Path, decoder: Decoder, arrays: dict[str, np.ndarray], format_version: int) -> dict[str, np.ndarray]:
+    """Arrays by variable name; version-1 files are in creation order."""
+    variables = decoder.variable_names()
+    if format_version < 2:
+        if len(arrays) != len(variables):
+            raise ModelDirError(path, f"holds {len(arrays)} arrays but the model has {len(variables)} variables")
+        arrays = dict(zip(variables, (arrays[f"w{i:03d}"] for i in range(len(arrays)))))
+    missing = sorted(set(variables) - set(arrays))
+    unexpected = sorted(set(arrays) - set(variables))
+    if missing or unexpected:
+        raise ModelDirError(path, f"weights do not match {CONFIG_FILE} (missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'})")
+    for name, variable in variables.items():
+        if tuple(arrays[name].shape) != tuple(variable.shape):
+            raise ModelDirError(path, f"weight {name} has shape {arrays[name].shape}, {CONFIG_FILE} implies {tuple(variable.shape)}")
+        if arrays[name].dtype.kind == "f" and not np.isfinite(arrays[name]).all():
+            raise ModelDirError(path, f"weight {name} contains NaN or infinite values (a diverged training run?)")
+    return arrays
+
+
+def load_captioner(directory: str | os.PathLike) -> tuple[Decoder, Vocabulary, CaptionerConfig]:
     """Rebuilds the decoder from its config and loads its weights (float32 in memory)."""
     directory = Path(directory)
     config = read_config(directory)
     for name in (VOCAB_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
-            raise ModelDirError(f"{directory}: incomplete model directory ({name} missing)")
+            raise ModelDirError(directory, f"incomplete model directory ({name} missing)")
     vocab = Vocabulary.load(directory / VOCAB_FILE)
     if len(vocab) != config.decoder.vocab_size:
-        raise ModelDirError(f"{directory}: {VOCAB_FILE} has {len(vocab)} words but the model expects {config.decoder.vocab_size}")
+        raise ModelDirError(directory, f"{VOCAB_FILE} has {len(vocab)} words but the model expects {config.decoder.vocab_size}")
     decoder = build_decoder(config.decoder)
-    try:
-        with np.load(directory / WEIGHTS_FILE, allow_pickle=False) as archive:
-            arrays = [archive[f"w{i:03d}"] for i in range(len(archive.files))]
-    except (OSError, ValueError, KeyError) as err:
-        raise ModelDirError(f"{directory / WEIGHTS_FILE}: unreadable weights ({err})") from None
-    expected = [tuple(w.shape) for w in decoder.weights]
-    if [a.shape for a in arrays] != expected:
-        raise ModelDirError(f"{directory / WEIGHTS_FILE}: weight shapes do not match {CONFIG_FILE}")
-    for variable, array in zip(decoder.weights, arrays):
-        variable.assign(array.astype(variable.dtype))
+    arrays = _match_weights(directory / WEIGHTS_FILE, decoder, _read_weights(directory / WEIGHTS_FILE), config.format_version)
+    for name, variable in decoder.variable_names().items():
+        variable.assign(arrays[name].astype(variable.dtype))
     return decoder, vocab, config

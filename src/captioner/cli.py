@@ -1,99 +1,121 @@
-"""The `captioner` command: caption, train, extract, evaluate.
+"""The `captioner` command: caption, train, extract, evaluate, encoders.
 
-Every expected failure (a missing file, an image that is not one, a folder that is not a model)
-prints one line and exits non-zero; `--debug` shows the traceback instead.
+Exit codes: 0 done; 1 a user's mistake (a missing file, an image that is not one, a folder that is
+not a model, a bad flag value), printed as one line; 2 a command line argparse could not parse;
+3 a bug (one line, `--debug` for the traceback); 130 interrupted.
+
+`captioner --help` and argument errors answer without importing TensorFlow, and TensorFlow's C++
+start-up lines never reach the terminal unless `--debug` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-import shutil
+import logging
+import os
 import sys
 from pathlib import Path
+from typing import Callable, Iterator
+
+from captioner import __version__, defaults
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_BUG = 3
+EXIT_INTERRUPTED = 130
 
-# Settings of `captioner train --preset NAME`; any flag given on the command line wins.
-PRESETS: dict[str, dict] = {
-    # The shipped model. Chosen on the Flickr8k dev split (README, "How the shipped model was chosen").
-    "flickr8k": {
-        "encoder": "efficientnet_lite2",
-        "min_word_count": 5,
-        "max_length": 40,
-        "embedding_dim": 256,
-        "units": 256,
-        "dropout": 0.5,
-        "batch_size": 64,
-        "epochs": 16,  # the shipped run's dev loss bottomed at epoch 16 (lr is 3.5e-5 by then)
-        "learning_rate": 1e-3,
-        "lr_decay": 0.8,
-        "label_smoothing": 0.1,
-        "patience": 3,
-        "seed": 0,
-    },
-}
+log = logging.getLogger("captioner")
+
+
+# --- flag values, checked at parse time -----------------------------------------------------------
+
+
+def _number(kind: Callable[[str], int | float], minimum: float, inclusive: bool, below: float | None = None) -> Callable[[str], int | float]:
+    words = f"{'at least' if inclusive else 'more than'} {minimum:g}" + (f" and below {below:g}" if below is not None else "")
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        if value != value or value < minimum or (value == minimum and not inclusive) or (below is not None and value >= below):
+            raise argparse.ArgumentTypeError(f"must be {words}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 1, True)
+nonnegative_int = _number(int, 0, True)
+positive_float = _number(float, 0, False)
+fraction = _number(float, 0, True, below=1)
+
+_TRAIN_FLAG_TYPES = {"seed": nonnegative_int, "dropout": fraction, "label_smoothing": fraction, "clip_norm": positive_float,
+                     "learning_rate": positive_float, "lr_decay": positive_float}
+
+
+# --- the parser (no TensorFlow) -----------------------------------------------------------------------
 
 
 def _add_caption(sub) -> None:
-    from captioner.decoding import DEFAULT_BEAM_SIZE
-
     p = sub.add_parser("caption", help="caption images (files or folders)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped Flickr8k model)")
-    p.add_argument("--beam-size", type=int, default=None, help=f"beam width; 1 is greedy (default: {DEFAULT_BEAM_SIZE}, tuned on Flickr8k dev)")
-    p.add_argument("--num-captions", type=int, default=1, help="show the N best captions with scores")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped Flickr8k model, or $CAPTIONER_MODEL)")
+    p.add_argument("--beam-size", type=positive_int, default=None, help=f"beam width; 1 is greedy (default: {defaults.BEAM_SIZE}, tuned on Flickr8k dev)")
+    p.add_argument("--num-captions", type=positive_int, default=1, help="show the N best captions with scores")
+    p.add_argument("--batch-size", type=positive_int, default=defaults.CAPTION_BATCH_SIZE)
+    p.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any image could not be read (default: report it and go on)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
 
 
 def _add_train(sub) -> None:
-    from captioner.training import TrainConfig
+    from captioner.training.config import TrainConfig, available_presets
 
     p = sub.add_parser("train", help="train a captioner on a dataset")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="tuned settings, e.g. flickr8k")
+    p.add_argument("--preset", choices=available_presets(), help="tuned settings from captioner/configs/, e.g. flickr8k")
     p.add_argument("--data", help="dataset folder or file (Flickr8k, Kaggle captions.txt, Karpathy JSON, CSV, JSONL)")
     p.add_argument("--output", help="run directory for checkpoints and the model (default: runs/<preset or 'run'>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    p.add_argument("--export", type=Path, help="copy the best model here when training ends")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint, as it was configured (only --epochs may change)")
+    p.add_argument("--export", type=Path, help="copy the best model here when training ends (an empty folder, or an older model to replace)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
     for field in dataclasses.fields(TrainConfig):
-        if field.name in ("data", "output"):
+        if field.name in ("data", "output", "preset"):
             continue
-        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(field.type), str)
+        kind = _TRAIN_FLAG_TYPES.get(field.name) or {"int": positive_int, "int | None": positive_int, "float": positive_float}.get(str(field.type), str)
         p.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None, help=f"(default: {field.default})")
 
 
 def _add_extract(sub) -> None:
-    p = sub.add_parser("extract", help="cache encoder features for a dataset or a folder of images")
+    p = sub.add_parser("extract", help="store encoder features for a dataset or a folder of images")
     p.add_argument("--data", required=True, help="dataset folder/file, or a folder of images")
-    p.add_argument("--encoder", default=None, help="encoder name (see `captioner encoders`)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--encoder", default=None, help=f"encoder name (see `captioner encoders`; default {defaults.ENCODER})")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--spatial", action="store_true", help="store the spatial grid (for attention models)")
-    p.add_argument("--cache-dir", default=None, help="cache root (default: ~/.cache/captioner)")
+    p.add_argument("--recursive", action="store_true", help="for a folder of images: include subfolders")
+    p.add_argument("--cache-dir", default=None, help="store root (default: ~/.cache/captioner)")
 
 
 def _add_evaluate(sub) -> None:
-    from captioner.decoding import DEFAULT_BEAM_SIZE
-
     p = sub.add_parser("evaluate", help="score a model with BLEU, METEOR, ROUGE-L, CIDEr-D (coco-caption)")
     p.add_argument("model", type=Path, nargs="?", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--data", required=True, help="dataset folder or file")
     p.add_argument("--split", default="dev", help="split to score (default: %(default)s)")
-    p.add_argument("--beam-size", type=int, default=None, help=f"beam width; 1 is greedy (default: {DEFAULT_BEAM_SIZE})")
-    p.add_argument("--limit-images", type=int, default=None, help="score only the first N images")
+    p.add_argument("--beam-size", type=positive_int, default=defaults.BEAM_SIZE, help="beam width; 1 is greedy (default: %(default)s)")
+    p.add_argument("--limit-images", type=positive_int, default=None, help="score only the first N images")
     p.add_argument("--output-dir", type=Path, default=None, help="where to write metrics.json and captions.json (default: runs/eval/<model>-<split>-beam<K>)")
     p.add_argument("--no-java", action="store_true", help="skip the Java-based PTB tokenizer and METEOR")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from captioner import __version__
-
     parser = argparse.ArgumentParser(prog="captioner", description="Image captioning: CNN encoder + LSTM decoder.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines")
+    parser.add_argument("--verbose", action="store_true", help="list every skipped dataset line, not just the first few")
     parser.add_argument("--version", action="version", version=f"captioner {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_caption(sub)
@@ -104,111 +126,131 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _image_paths(inputs: list[Path]) -> list[Path]:
-    from captioner.images import list_images
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def _image_paths(inputs: list[Path], recursive: bool) -> list[Path]:
+    from captioner.errors import FileError
+    from captioner.images import scan_images
 
     paths = []
     for item in inputs:
         if item.is_dir():
-            found = list_images(item)
-            if not found:
-                raise FileNotFoundError(f"{item}: no images in this folder (looked for .jpg, .jpeg, .png, .bmp, .webp)")
-            paths.extend(found)
-        elif item.exists():
+            listing = scan_images(item, recursive=recursive)
+            for path, reason in listing.skipped:
+                log.warning("skipped %s: %s", path, reason)
+            if listing.subfolders:
+                log.warning("%s: %d subfolder(s) not searched (use --recursive)", item, listing.subfolders)
+            if not listing.paths:
+                raise FileError(item, "no images in this folder (looked for .jpg, .jpeg, .png, .bmp, .webp)")
+            paths.extend(listing.paths)
+        elif item.exists() or item.is_symlink():
             paths.append(item)
         else:
-            raise FileNotFoundError(f"{item}: no such file or folder")
+            raise FileError(item, "no such file or folder")
     return paths
 
 
 def cmd_caption(args) -> int:
-    from captioner.decoding import DEFAULT_BEAM_SIZE
     from captioner.pipeline import Captioner
 
-    paths = _image_paths(args.images)
-    beam_size = args.beam_size or (DEFAULT_BEAM_SIZE if args.num_captions == 1 else max(args.num_captions, DEFAULT_BEAM_SIZE))
+    paths = _image_paths(args.images, args.recursive)
+    beam_size = args.beam_size or max(args.num_captions, defaults.BEAM_SIZE)
     captioner = Captioner(args.model)
     failures = 0
     for path, result in captioner.caption_files(paths, beam_size, args.num_captions, args.batch_size):
         if isinstance(result, Exception):
             failures += 1
             if args.json:
-                print(json.dumps({"image": str(path), "error": str(result)}))
+                print(json.dumps({"image": str(path), "error": str(result)}), flush=True)
             else:
-                print(f"error: {result}", file=sys.stderr)
+                log.error("error: %s", result)
             continue
         if args.json:
             hyps = [{"caption": h.caption, "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)} for h in result]
-            print(json.dumps({"image": str(path), "caption": result[0].caption, **({"captions": hyps} if args.num_captions > 1 else {})}))
+            print(json.dumps({"image": str(path), "caption": result[0].caption, **({"captions": hyps} if args.num_captions > 1 else {})}), flush=True)
         elif args.num_captions > 1:
             print(f"{path}:")
             for rank, h in enumerate(result, 1):
                 print(f"  {rank}. {h.caption}  (score {h.score:.3f}, log-prob {h.log_prob:.3f})")
         else:
             prefix = f"{path}: " if len(paths) > 1 else ""
-            print(f"{prefix}{result[0].caption}")
-    return EXIT_ERROR if failures == len(paths) or (failures and len(paths) == 1) else 0
+            print(f"{prefix}{result[0].caption}", flush=True)
+    if failures and len(paths) > 1:
+        log.warning("captioned %d of %d images; %d could not be read", len(paths) - failures, len(paths), failures)
+    return EXIT_ERROR if failures == len(paths) or (failures and args.strict) else 0
 
 
 def cmd_train(args) -> int:
-    from captioner.training import TrainConfig, train
+    from captioner.artifacts import check_export_target, export_model
+    from captioner.errors import ArgumentError
+    from captioner.training import TrainConfig, load_preset, train
 
-    settings = dict(PRESETS.get(args.preset, {}))
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(args, field.name, None)
-        if value is not None:
-            settings[field.name] = value
-    if not args.data and not args.resume:
-        raise ValueError("--data is required (a Flickr8k folder, captions.txt, Karpathy JSON, CSV or JSONL)")
-    if settings.get("encoder_weights") is not None and settings["encoder_weights"].lower() in ("none", "random"):
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    if args.resume:
+        changed = sorted(set(given) - {"epochs"}) + (["preset"] if args.preset else [])
+        if changed:
+            raise ArgumentError(f"--resume continues the run as it was configured; --{changed[0].replace('_', '-')} cannot change (only --epochs may)")
+        if not args.output:
+            raise ArgumentError("--resume needs --output RUN (the run directory to continue)")
+    elif not args.data:
+        raise ArgumentError("--data is required (a Flickr8k folder, captions.txt, Karpathy JSON, CSV or JSONL)")
+    if args.export:
+        check_export_target(args.export)
+    settings = {**(load_preset(args.preset) if args.preset else {}), **given}
+    if str(settings.get("encoder_weights", "")).lower() in ("none", "random"):
         settings["encoder_weights"] = None  # random encoder weights: for tests and smoke runs only
-    settings.setdefault("output", f"runs/{args.preset or 'run'}")
-    settings.setdefault("data", args.data or "")
+    settings["output"] = args.output or f"runs/{args.preset or 'run'}"
+    settings["data"] = args.data or ""
     config = TrainConfig(**settings)
-    model_dir = train(config, resume=args.resume, progress=not args.no_progress)
+    model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None)
     print(f"best model: {model_dir}")
     if args.export:
-        if args.export.exists():
-            shutil.rmtree(args.export)
-        shutil.copytree(model_dir, args.export)
+        export_model(model_dir, args.export)
         print(f"exported to {args.export}")
     return 0
 
 
-def cmd_extract(args) -> int:
-    from captioner.data import DatasetError, load_dataset
-    from captioner.features import DEFAULT_ENCODER, FeatureCache, default_cache_dir
-    from captioner.images import list_images
+def _load_dataset_or_folder(data: Path, recursive: bool):
+    """(images by key, image folder, dataset or None): a dataset if one is there, else a folder of images."""
+    from captioner.data import NoDatasetError, load_dataset
 
-    encoder = args.encoder or DEFAULT_ENCODER
-    data = Path(args.data)
     try:
         dataset = load_dataset(data)
-        images = {key: dataset.image_path(key) for key in dataset.captions}
-        image_dir = dataset.image_dir
-    except DatasetError:
+    except NoDatasetError:
         if not data.is_dir():
             raise
-        images = {p.name: p for p in list_images(data)}
-        image_dir = data
-    if not images:
-        raise FileNotFoundError(f"{data}: no images found")
-    cache = FeatureCache(default_cache_dir(image_dir, encoder, args.spatial, root=args.cache_dir), encoder, spatial=args.spatial)
-    report = cache.update(images, batch_size=args.batch_size)
-    print(f"{report}; cache: {cache.directory} ({len(cache)} images)")
+        paths = _image_paths([data], recursive)
+        return {str(p.relative_to(data)): p for p in paths}, data, None
+    return {key: dataset.image_path(key) for key in dataset.captions}, dataset.image_dir, dataset
+
+
+def cmd_extract(args) -> int:
+    from captioner.features import FeatureStore, default_cache_dir, update_features
+
+    encoder = args.encoder or defaults.ENCODER
+    images, image_dir, dataset = _load_dataset_or_folder(Path(args.data), args.recursive)
+    _report_skipped_lines(dataset, args.verbose)
+    store = FeatureStore(default_cache_dir(image_dir, encoder, args.spatial, root=args.cache_dir), encoder, spatial=args.spatial)
+    report = update_features(store, images, batch_size=args.batch_size)
+    print(f"{report}; store: {store.directory} ({len(store)} images)")
     return 0
 
 
+def _report_skipped_lines(dataset, verbose: bool) -> None:
+    summary = dataset.report.summary(verbose) if dataset is not None else None
+    if summary:
+        log.warning("%s", summary)
+
+
 def cmd_evaluate(args) -> int:
-    from captioner.decoding import DEFAULT_BEAM_SIZE
     from captioner.report import evaluate_model
 
-    beam_size = args.beam_size or DEFAULT_BEAM_SIZE
     result, output_dir = evaluate_model(
-        args.model, args.data, args.split, beam_size=beam_size, limit_images=args.limit_images,
+        args.model, args.data, args.split, beam_size=args.beam_size, limit_images=args.limit_images,
         output_dir=args.output_dir, use_java=False if args.no_java else None, batch_size=args.batch_size,
     )
-    print(result.format_table(title=f"{args.split} split, beam size {beam_size}"))
+    print(result.format_table(title=f"{args.split} split, beam size {args.beam_size}"))
     print(f"wrote {output_dir}/metrics.json and {output_dir}/captions.json")
     return 0
 
@@ -225,22 +267,79 @@ def cmd_encoders(args) -> int:
 COMMANDS = {"caption": cmd_caption, "train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate, "encoders": cmd_encoders}
 
 
+# --- quiet start, logging, errors -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr(enabled: bool) -> Iterator[None]:
+    """Sends what C++ code writes to file descriptor 2 (TensorFlow, absl) to /dev/null.
+
+    Python's own `sys.stderr` keeps writing to the terminal through a copy of the descriptor.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    original = sys.stderr
+    try:
+        uses_fd2 = original.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        uses_fd2 = False  # already redirected in Python (e.g. captured by a test)
+    if uses_fd2:
+        sys.stderr = open(saved, "w", buffering=1, encoding=original.encoding or "utf-8", errors="backslashreplace", closefd=False)
+    try:
+        yield
+    finally:
+        if uses_fd2:
+            sys.stderr.flush()
+            sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _setup_logging(debug: bool) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    for noisy in ("tensorflow", "absl", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
-    import captioner  # noqa: F401  (sets quiet TensorFlow logging before anything imports it)
+    from captioner.errors import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # one clear line for users; --debug for developers
-        if args.debug:
-            raise
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"captioner: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+    with _quiet_native_stderr(not args.debug):
+        handler = _setup_logging(args.debug)
+        try:
+            return COMMANDS[args.command](args)
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            return EXIT_INTERRUPTED
+        except (UserError, OSError) as err:  # the input is wrong: one line
+            if args.debug:
+                raise
+            log.error("captioner: error: %s", _one_line(err))
+            return EXIT_ERROR
+        except Exception as err:  # a bug: say so, one line; --debug for the traceback
+            if args.debug:
+                raise
+            log.error("captioner: internal error (a bug; please report it with the output of --debug): %s: %s", type(err).__name__, _one_line(err))
+            return EXIT_BUG
+        finally:
+            log.removeHandler(handler)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -9,16 +9,19 @@ preprocessing lives inside `Encoder.model`, so callers never scale pixels themse
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from captioner.defaults import ENCODER as DEFAULT_ENCODER
+
 if TYPE_CHECKING:
     import keras
 
-DEFAULT_ENCODER = "efficientnet_lite0"  # fast on CPU and the design's reference encoder
 DEFAULT_BATCH_SIZE = 32  # images per model call in encode(): bounds memory, keeps the CPU busy
 
 
@@ -95,7 +98,9 @@ def _build_xception(weights: str | None) -> keras.Model:
 
     size = _INFOS["xception"].input_size
     # Keras downloads the ImageNet weights on first use and caches them under ~/.keras/models.
-    backbone = keras.applications.Xception(include_top=False, weights=weights, input_shape=(size, size, 3))
+    # Its progress bar prints to stdout, which would corrupt `--json` output: send it to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        backbone = keras.applications.Xception(include_top=False, weights=weights, input_shape=(size, size, 3))
     pixels = keras.Input((size, size, 3), name="pixels")  # (B, 299, 299, 3) in [0, 255]
     x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(pixels)  # = xception.preprocess_input
     return keras.Model(pixels, backbone(x), name="xception_encoder")  # (B, 10, 10, 2048)

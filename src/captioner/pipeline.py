@@ -8,29 +8,30 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from captioner import defaults
 from captioner.artifacts import load_captioner
 from captioner.decoding import Hypothesis, SearchDecoder
+from captioner.defaults import default_model_dir
 from captioner.encoders import get_encoder
 from captioner.images import ImageError, load_ahead, load_image
+from captioner.models.base import GRID
 
-from captioner.defaults import PRETRAINED_DIR, SHIPPED_MODEL, default_model_dir
-
-# The shipped model: trained on Flickr8k with EfficientNet-Lite2 features.
-DEFAULT_MODEL_DIR = PRETRAINED_DIR / SHIPPED_MODEL
+__all__ = ["Captioner", "default_model_dir"]
 
 
 class Captioner:
-    """A ready-to-use captioner.
+    """A ready-to-use captioner. Its defaults are the CLI's, so both give the same caption.
 
     Args:
-        model_dir: a directory written by `captioner train` (default: the shipped model).
+        model_dir: a directory written by `captioner train` (default: the shipped model, or
+            `$CAPTIONER_MODEL`).
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None):
         self.model_dir = Path(model_dir or default_model_dir())
-        decoder, self.vocab, self.config = load_captioner(self.model_dir)
+        self.decoder, self.vocab, self.config = load_captioner(self.model_dir)
         self.encoder = get_encoder(self.config.encoder, weights=self.config.encoder_weights)
-        self.search = SearchDecoder(decoder, self.vocab)
+        self.search = SearchDecoder(self.decoder, self.vocab)
 
     @property
     def input_size(self) -> int:
@@ -40,16 +41,25 @@ class Captioner:
         """An image file or its bytes -> (S, S, 3) uint8 at the encoder's size."""
         return load_image(source, self.input_size, name=name)
 
-    def caption_arrays(self, images: np.ndarray, beam_size: int = 1, num_captions: int = 1) -> list[list[Hypothesis]]:
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 images -> what the decoder takes: (B, D), or (B, L, D) for grid decoders."""
+        if self.decoder.features == GRID:
+            grid = self.encoder.encode(images, spatial=True)  # (B, g, g, D)
+            return grid.reshape(len(grid), -1, grid.shape[-1])
+        return self.encoder.encode(images)
+
+    def caption_arrays(self, images: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
+                       length_penalty: float = defaults.LENGTH_PENALTY) -> list[list[Hypothesis]]:
         """(B, S, S, 3) uint8 images -> hypotheses per image, best first."""
-        features = self.encoder.encode(images)  # (B, D)
-        return self.search.caption(features, beam_size, num_captions)
+        return self.search.caption(self.features(images), beam_size, num_captions, length_penalty)
 
-    def caption(self, source: str | os.PathLike | bytes, beam_size: int = 1, num_captions: int = 1) -> list[Hypothesis]:
+    def caption(self, source: str | os.PathLike | bytes, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
+                length_penalty: float = defaults.LENGTH_PENALTY) -> list[Hypothesis]:
         """Hypotheses for one image file (or its bytes), best first."""
-        return self.caption_arrays(self.load(source)[None], beam_size, num_captions)[0]
+        return self.caption_arrays(self.load(source)[None], beam_size, num_captions, length_penalty)[0]
 
-    def caption_files(self, paths: Iterable[Path], beam_size: int = 1, num_captions: int = 1, batch_size: int = 32) -> Iterator[tuple[Path, list[Hypothesis] | ImageError]]:
+    def caption_files(self, paths: Iterable[Path], beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
+                      batch_size: int = defaults.CAPTION_BATCH_SIZE) -> Iterator[tuple[Path, list[Hypothesis] | ImageError]]:
         """Captions many files in batches, yielding (path, hypotheses) or (path, ImageError) in input order.
 
         The next batch is read from disk on a worker thread while this one is encoded.

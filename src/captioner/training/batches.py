@@ -1,0 +1,102 @@
+"""Captions as arrays and `tf.data` batches whose image features stream from the feature store.
+
+One example per caption (teacher forcing over the whole caption). Batches hold captions of
+similar length to waste little work on padding; every epoch's order is a pure function of
+(seed, epoch), which is what makes resume exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from captioner.features import FeatureStore
+from captioner.models.base import GRID
+from captioner.vocab import Vocabulary
+
+BUCKET_BATCHES = 32  # batches per length-sorting window: similar lengths, still well shuffled
+
+
+@dataclasses.dataclass
+class CaptionArrays:
+    """Captions of one split, with where their images' features are in the store."""
+
+    image_index: np.ndarray  # (N,) int32, each caption's image (a row of `positions`)
+    tokens: np.ndarray  # (N, max_length) int32, <start> ... <end> then padding
+    keys: list[str]  # (I,) image keys
+    positions: np.ndarray  # (I, 2) (shard, row) of each image in the store
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return (self.tokens != 0).sum(axis=1)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def encode_captions(captions: dict[str, list[str]], vocab: Vocabulary, max_length: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Cleaned captions per image -> (image keys, image index (N,), tokens (N, max_length))."""
+    keys = list(captions)
+    index, rows = [], []
+    for i, key in enumerate(keys):
+        for caption in captions[key]:
+            ids = vocab.encode(caption)
+            if len(ids) > max_length:
+                ids = ids[: max_length - 1] + [vocab.end_id]
+            rows.append(ids + [vocab.pad_id] * (max_length - len(ids)))
+            index.append(i)
+    return keys, np.asarray(index, np.int32), np.asarray(rows, np.int32).reshape(-1, max_length)
+
+
+def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """Example order for one epoch: shuffled, then length-sorted inside windows, batches shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = batch_size * BUCKET_BATCHES
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        order[start : start + window] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    full = [b for b in batches if len(b) == batch_size]
+    rest = [b for b in batches if len(b) < batch_size]
+    return np.concatenate([full[i] for i in rng.permutation(len(full))] + rest) if batches else order
+
+
+class FeatureReader:
+    """Reads the features of a batch of images from the store, shaped for one kind of decoder."""
+
+    def __init__(self, store: FeatureStore, positions: np.ndarray, features: str):
+        self.store = store
+        self.positions = positions
+        self.grid = features == GRID
+        shape = store.shape
+        self.shape = (-1, int(np.prod(shape[:-1])), shape[-1]) if self.grid else (-1, shape[-1])
+        if not self.grid and len(shape) != 1:
+            raise ValueError(f"store {store.directory} holds grids {shape}; this decoder takes pooled vectors")
+
+    def read(self, image_index: np.ndarray) -> np.ndarray:
+        """(B,) image numbers -> (B, D) or (B, L, D) float32."""
+        return self.store.gather(self.positions[image_index]).reshape(self.shape)
+
+    def tf_read(self, image_index: tf.Tensor) -> tf.Tensor:
+        features = tf.numpy_function(self.read, [image_index], tf.float32, stateful=False)
+        return tf.ensure_shape(features, [None, *self.shape[1:]])
+
+
+def make_dataset(arrays: CaptionArrays, reader: FeatureReader, batch_size: int, order: np.ndarray | None = None) -> tf.data.Dataset:
+    """Batches of ((features, inputs (B, T)), targets (B, T)), T = longest caption in the batch."""
+    order = np.arange(len(arrays)) if order is None else order
+
+    def to_batch(image_index, tokens):
+        length = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1))
+        tokens = tokens[:, :length]
+        return (reader.tf_read(image_index), tokens[:, :-1]), tokens[:, 1:]
+
+    return (
+        tf.data.Dataset.from_tensor_slices((arrays.image_index[order], arrays.tokens[order]))
+        .batch(batch_size)
+        .map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
