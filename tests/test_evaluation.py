@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("pycocoevalcap")
 pytest.importorskip("nltk")
 
-from captioner import evaluation  # noqa: E402
-from captioner.evaluation import (  # noqa: E402
+from captioner.metrics import scorers as evaluation  # noqa: E402
+from captioner.metrics import (  # noqa: E402
     EvaluationResult,
     ptb_tokenize_java,
     ptb_tokenize_python,

@@ -86,8 +86,12 @@ def _add_train(sub) -> None:
     for field in dataclasses.fields(TrainConfig):
         if field.name in ("data", "output", "preset"):
             continue
+        flag = f"--{field.name.replace('_', '-')}"
+        if str(field.type) == "bool":
+            p.add_argument(flag, action="store_true", default=None, help=f"(default: {field.default})")
+            continue
         kind = _TRAIN_FLAG_TYPES.get(field.name) or {"int": positive_int, "int | None": positive_int, "float": positive_float}.get(str(field.type), str)
-        p.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=None, help=f"(default: {field.default})")
+        p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
 
 
 def _add_extract(sub) -> None:
@@ -98,6 +102,7 @@ def _add_extract(sub) -> None:
     p.add_argument("--spatial", action="store_true", help="store the spatial grid (for attention models)")
     p.add_argument("--recursive", action="store_true", help="for a folder of images: include subfolders")
     p.add_argument("--cache-dir", default=None, help="store root (default: ~/.cache/captioner)")
+    p.add_argument("--allow-outside-paths", action="store_true", help="let dataset rows name images outside the dataset folder")
 
 
 def _add_evaluate(sub) -> None:
@@ -110,6 +115,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--output-dir", type=Path, default=None, help="where to write metrics.json and captions.json (default: runs/eval/<model>-<split>-beam<K>)")
     p.add_argument("--no-java", action="store_true", help="skip the Java-based PTB tokenizer and METEOR")
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--allow-outside-paths", action="store_true", help="let dataset rows name images outside the dataset folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,7 +192,8 @@ def cmd_train(args) -> int:
     from captioner.errors import ArgumentError
     from captioner.training import TrainConfig, load_preset, train
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if f.name not in ("data", "output", "preset") and getattr(args, f.name, None) is not None}
     if args.resume:
         changed = sorted(set(given) - {"epochs"}) + (["preset"] if args.preset else [])
         if changed:
@@ -203,7 +210,8 @@ def cmd_train(args) -> int:
     settings["output"] = args.output or f"runs/{args.preset or 'run'}"
     settings["data"] = args.data or ""
     config = TrainConfig(**settings)
-    model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None)
+    model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None,
+                      verbose=args.verbose)
     print(f"best model: {model_dir}")
     if args.export:
         export_model(model_dir, args.export)
@@ -211,12 +219,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _load_dataset_or_folder(data: Path, recursive: bool):
+def _load_dataset_or_folder(data: Path, recursive: bool, allow_outside_paths: bool):
     """(images by key, image folder, dataset or None): a dataset if one is there, else a folder of images."""
     from captioner.data import NoDatasetError, load_dataset
 
     try:
-        dataset = load_dataset(data)
+        dataset = load_dataset(data, allow_outside_paths=allow_outside_paths)
     except NoDatasetError:
         if not data.is_dir():
             raise
@@ -226,21 +234,17 @@ def _load_dataset_or_folder(data: Path, recursive: bool):
 
 
 def cmd_extract(args) -> int:
+    from captioner.data.skipped import log_skipped_lines
     from captioner.features import FeatureStore, default_cache_dir, update_features
 
     encoder = args.encoder or defaults.ENCODER
-    images, image_dir, dataset = _load_dataset_or_folder(Path(args.data), args.recursive)
-    _report_skipped_lines(dataset, args.verbose)
+    images, image_dir, dataset = _load_dataset_or_folder(Path(args.data), args.recursive, args.allow_outside_paths)
+    if dataset is not None:
+        log_skipped_lines(dataset, args.verbose)
     store = FeatureStore(default_cache_dir(image_dir, encoder, args.spatial, root=args.cache_dir), encoder, spatial=args.spatial)
     report = update_features(store, images, batch_size=args.batch_size)
     print(f"{report}; store: {store.directory} ({len(store)} images)")
     return 0
-
-
-def _report_skipped_lines(dataset, verbose: bool) -> None:
-    summary = dataset.report.summary(verbose) if dataset is not None else None
-    if summary:
-        log.warning("%s", summary)
 
 
 def cmd_evaluate(args) -> int:
@@ -249,6 +253,7 @@ def cmd_evaluate(args) -> int:
     result, output_dir = evaluate_model(
         args.model, args.data, args.split, beam_size=args.beam_size, limit_images=args.limit_images,
         output_dir=args.output_dir, use_java=False if args.no_java else None, batch_size=args.batch_size,
+        allow_outside_paths=args.allow_outside_paths, verbose=args.verbose,
     )
     print(result.format_table(title=f"{args.split} split, beam size {args.beam_size}"))
     print(f"wrote {output_dir}/metrics.json and {output_dir}/captions.json")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from captioner import __version__, atomic, defaults
 from captioner.data import load_dataset
+from captioner.data.skipped import log_skipped_lines
 from captioner.errors import ArgumentError
 from captioner.metrics import EvaluationResult, score_captions
 from captioner.features import FeatureStore, default_cache_dir, update_features
@@ -40,9 +41,11 @@ def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[
 
 def evaluate_model(model_dir: str | os.PathLike | None, data: str | os.PathLike, split: str = "dev", beam_size: int = defaults.BEAM_SIZE,
                    limit_images: int | None = None, output_dir: str | os.PathLike | None = None, use_java: bool | None = None,
-                   batch_size: int = 64, cache_root: str | None = None) -> tuple[EvaluationResult, Path]:
+                   batch_size: int = 64, cache_root: str | None = None, allow_outside_paths: bool = False,
+                   verbose: bool = False) -> tuple[EvaluationResult, Path]:
     """Captions a split, scores it, writes `metrics.json` and `captions.json`; returns (result, output dir)."""
-    dataset = load_dataset(data)
+    dataset = load_dataset(data, allow_outside_paths=allow_outside_paths)
+    log_skipped_lines(dataset, verbose)
     keys = dataset.split_images(split)[:limit_images]
     if not keys:
         raise ArgumentError(f"{data}: the {split!r} split has no images to score")

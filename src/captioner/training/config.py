@@ -21,6 +21,7 @@ class TrainConfig:
     output: str  # run directory
     data_format: str = "auto"
     image_dir: str | None = None  # override where images live (Karpathy JSON / CSV)
+    allow_outside_paths: bool = False  # let CSV/JSONL/Karpathy rows name images outside the dataset folder
     decoder: str = "merge"  # name in the decoder registry (`captioner.models.base`)
     encoder: str = defaults.ENCODER
     encoder_weights: str | None = "imagenet"

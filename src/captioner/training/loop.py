@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from captioner import atomic
 from captioner.artifacts import CaptionerConfig, save_captioner
 from captioner.data import CaptionDataset, load_dataset
+from captioner.data.skipped import log_skipped_lines
 from captioner.errors import ArgumentError, FileError, UserError
 from captioner.features import FeatureStore, default_cache_dir, update_features
 from captioner.models.base import Decoder, build_decoder, decoder_class, make_config
@@ -175,7 +176,7 @@ def _prepare_run(config: TrainConfig, resume: bool, epochs: int | None) -> Train
     return config
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True, epochs: int | None = None) -> Path:
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, epochs: int | None = None, verbose: bool = False) -> Path:
     """Trains a captioner and returns the directory of the best model.
 
     Args:
@@ -183,10 +184,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         resume: continue the run in `config.output` from its last checkpoint, as it was configured.
         progress: show progress bars.
         epochs: on resume, change the planned number of epochs (None: keep the run's plan).
+        verbose: log every skipped dataset line, not just the first few.
     """
     config = _prepare_run(config, resume, epochs)
     run_dir = Path(config.output)
-    dataset = load_dataset(config.data, config.data_format, image_dir=config.image_dir)
+    dataset = load_dataset(config.data, config.data_format, image_dir=config.image_dir, allow_outside_paths=config.allow_outside_paths)
+    log_skipped_lines(dataset, verbose)
     if resume:
         vocab = Vocabulary.load(run_dir / VOCAB_FILE)
     else:
