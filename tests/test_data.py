@@ -14,6 +14,7 @@ from captioner.data import (
     CaptionDataset,
     DatasetError,
     LoadReport,
+    NoDatasetError,
     clean_caption,
     detect_format,
     hashed_split,
@@ -167,14 +168,6 @@ def test_wrong_image_dir_is_a_clear_error(tiny_flickr8k, tmp_path):
         load_dataset(tiny_flickr8k.root, image_dir=tmp_path / "nowhere")
 
 
-def test_empty_captions_are_skipped(tiny_flickr8k):
-    key = tiny_flickr8k.splits["dev"][0]
-    with tiny_flickr8k.caption_file.open("a") as f:
-        f.write(f"{key}#5\t . 42 !\n")
-    ds = load_dataset(tiny_flickr8k.root)
-    assert ds.report.empty_captions == 1 and len(ds.captions[key]) == 5
-
-
 def test_image_in_two_split_lists_stays_in_the_first(tiny_flickr8k):
     text_dir = tiny_flickr8k.caption_file.parent
     moved = tiny_flickr8k.splits["train"][0]
@@ -229,12 +222,175 @@ def test_token_file_in_the_wrong_format(tiny_flickr8k, content, problem):
     assert str(info.value).startswith(str(tiny_flickr8k.caption_file)) and "\n" not in str(info.value)
 
 
-def test_messages_are_capped():
+def test_messages_are_kept_up_to_a_cap_and_str_shows_the_first_20():
     report = LoadReport()
     for i in range(MAX_MESSAGES + 7):
-        report.note(f"problem {i}")
+        report.skip(f"x.txt line {i + 1}", "no tab between image and caption")
+    assert MAX_MESSAGES >= 10_000
     assert len(report.messages) == MAX_MESSAGES and report.more_messages == 7
-    assert str(report).endswith("... and 7 more")
+    assert report.messages[-1] == f"x.txt line {MAX_MESSAGES}: no tab between image and caption; skipped"
+    assert report.skipped_lines == MAX_MESSAGES + 7  # the counts stay complete
+    text = str(report)
+    assert len(text.splitlines()) == 1 + 20 + 1 and text.endswith(f"... and {MAX_MESSAGES - 20 + 7:,} more")
+    assert report.summary(verbose=True).endswith("  ... and 7 more, not recorded")
+
+
+# --- LoadReport.summary ------------------------------------------------------------------------
+
+
+def test_summary_is_none_when_nothing_was_skipped(tiny_flickr8k, tiny_kaggle):
+    assert load_dataset(tiny_flickr8k.root).report.summary() is None
+    assert load_dataset(tiny_kaggle.root).report.summary(verbose=True) is None
+
+
+def test_summary_leaves_out_the_hashed_split_notice(tiny_flickr8k):
+    """The hashed-split notice is in the messages but is not a skipped line."""
+    for path in tiny_flickr8k.caption_file.parent.glob("Flickr_8k.*Images.txt"):
+        path.unlink()
+    report = load_dataset(tiny_flickr8k.root).report
+    assert "hashed split" in report.messages[0] and report.summary() is None
+    with tiny_flickr8k.caption_file.open("a") as f:
+        f.write("no tab here\n")
+    report = load_dataset(tiny_flickr8k.root).report
+    assert report.summary() == "Flickr8k.token.txt: skipped 1 line (1 malformed); e.g. line 51: no tab between image and caption"
+    assert report.summary(verbose=True).split("\n") == [
+        "Flickr8k.token.txt: skipped 1 line (1 malformed):", "  line 51: no tab between image and caption"]
+
+
+def _spoil_flickr8k(tiny):
+    """2 malformed lines, 1 empty caption, 2 dev-list names without an image."""
+    token = tiny.caption_file
+    lines = token.read_text().split("\n")
+    lines[7:7] = ["no tab in this line", "x.jpg.1#0\tA caption .", f"{tiny.splits['train'][0]}#5\t . 42 !"]
+    token.write_text("\n".join(lines))
+    dev_list = token.parent / "Flickr_8k.devImages.txt"
+    dev_list.write_text(dev_list.read_text() + "\nghost1.jpg\nghost2.jpg")
+
+
+def test_summary_one_line_with_counts_and_the_first_examples(tiny_flickr8k):
+    _spoil_flickr8k(tiny_flickr8k)
+    report = load_dataset(tiny_flickr8k.root).report
+    key = tiny_flickr8k.splits["train"][0]
+    assert report.summary() == (
+        "Flickr8k.token.txt: skipped 3 lines (2 malformed, 1 empty caption), 2 split entries without an image; "
+        "e.g. line 8: no tab between image and caption; line 9: 'x.jpg.1' is not an image file name; "
+        f"line 10: empty caption '. 42 !' for {key} (2 more: --verbose for all)"
+    )
+
+
+def test_summary_verbose_lists_every_problem(tiny_flickr8k):
+    _spoil_flickr8k(tiny_flickr8k)
+    lines = load_dataset(tiny_flickr8k.root).report.summary(verbose=True).split("\n")
+    assert lines[0] == "Flickr8k.token.txt: skipped 3 lines (2 malformed, 1 empty caption), 2 split entries without an image:"
+    assert lines[1:3] == ["  line 8: no tab between image and caption", "  line 9: 'x.jpg.1' is not an image file name"]
+    assert lines[4:] == [
+        "  ghost1.jpg: in the dev list but has no captions or no image; ignored",
+        "  ghost2.jpg: in the dev list but has no captions or no image; ignored",
+    ]
+
+
+def test_summary_counts_missing_images_and_unknown_splits(make_image, tmp_path):
+    make_image("images/a.jpg")
+    write(tmp_path / "caps.csv", "image,caption,split\na.jpg,A dog.,train\nb.jpg,A cat.,train\nb.jpg,Cat.,train\n"
+          "a.jpg,A dog again.,holdout\n")
+    summary = load_dataset(tmp_path / "caps.csv").report.summary()
+    assert summary.startswith(
+        "caps.csv: skipped 1 line (1 unknown split), 1 image not found (2 captions dropped); "
+        "e.g. line 5: unknown split 'holdout'; b.jpg: image not found in "
+    )
+    assert "\n" not in summary
+
+
+def test_summary_of_a_karpathy_file_counts_records(make_karpathy):
+    tiny = make_karpathy(n_images=4)
+    doc = json.loads(tiny.caption_file.read_text())
+    doc["images"].append("not an object")
+    tiny.caption_file.write_text(json.dumps(doc))
+    assert load_dataset(tiny.root).report.summary() == (
+        "dataset_flickr8k.json: skipped 1 record (1 malformed); e.g. images[4]: not an object")
+
+
+# --- no dataset versus a broken one ------------------------------------------------------------
+
+
+def test_no_dataset_error_is_a_dataset_error():
+    assert issubclass(NoDatasetError, DatasetError)
+    error = pickle.loads(pickle.dumps(NoDatasetError("/d", "not found")))
+    assert type(error) is NoDatasetError and str(error) == "/d: not found"
+
+
+def test_no_dataset_here(tmp_path, make_image):
+    make_image("photos/a.jpg")
+    (tmp_path / "photos" / "notes.txt").write_text("hello\n")
+    for path in (tmp_path / "photos", tmp_path / "missing", tmp_path / "photos" / "notes.txt"):
+        with pytest.raises(NoDatasetError):
+            load_dataset(path)
+
+
+@pytest.mark.parametrize("format", ["flickr8k", "kaggle", "karpathy", "csv", "jsonl"])
+def test_explicit_format_on_a_folder_without_its_file_is_no_dataset(tmp_path, format):
+    with pytest.raises(NoDatasetError, match=f"^{tmp_path}: "):
+        load_dataset(tmp_path, format=format)
+
+
+def test_a_broken_dataset_is_not_no_dataset(tiny_flickr8k, tmp_path):
+    tiny_flickr8k.caption_file.write_bytes(b"\xef\xbb\xbf1.jpg#0\tA caf\xe9\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(tiny_flickr8k.root)
+    assert not isinstance(info.value, NoDatasetError)
+    assert str(info.value) == f"{tiny_flickr8k.caption_file}: not UTF-8 text (byte 0xe9 on line 1); re-save the file as UTF-8"
+    for name in ("a.csv", "b.csv"):
+        write(tmp_path / "two" / name, "image,caption\na.jpg,A dog\n")
+    with pytest.raises(DatasetError, match="expected exactly one CSV file here, found a.csv, b.csv") as info:
+        load_dataset(tmp_path / "two")
+    assert not isinstance(info.value, NoDatasetError)
+
+
+# --- image paths outside the dataset folder ----------------------------------------------------
+
+
+def test_paths_outside_the_dataset_folder_are_refused_by_default(make_image, tmp_path):
+    outside = make_image("elsewhere/secret.jpg")
+    make_image("data/images/a.jpg")
+    make_image("data/images/sub/b.jpg")
+    csv_file = write(tmp_path / "data" / "caps.csv", "\n".join([
+        "image,caption",
+        "a.jpg,A dog.",
+        "sub/b.jpg,A cat.",
+        f"{outside},An absolute path.",
+        "../../elsewhere/secret.jpg,A relative escape.",
+        "sub/../../../elsewhere/secret.jpg,A hidden escape.",
+        "",
+    ]))
+    ds = load_dataset(csv_file)
+    assert sorted(ds.captions) == ["a.jpg", "sub/b.jpg"]
+    assert ds.report.outside_paths == 3 and ds.report.skipped_lines == 0
+    assert f"caps.csv line 4: image path {str(outside)!r} is outside the dataset folder; skipped" in ds.report.messages
+    assert "3 image paths outside the dataset folder" in ds.report.summary()
+
+    allowed = load_dataset(csv_file, allow_outside_paths=True)
+    assert len(allowed.captions) == 5 and allowed.report.outside_paths == 0
+    assert allowed.image_path(str(outside)) == outside
+    assert allowed.image_path("../../elsewhere/secret.jpg").resolve() == outside.resolve()
+
+
+def test_symlinks_inside_the_folder_are_fine(make_image, tmp_path):
+    target = make_image("elsewhere/real.jpg")
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "link.jpg").symlink_to(target)
+    write(tmp_path / "data" / "caps.jsonl", json.dumps({"image": "link.jpg", "caption": "A dog."}))
+    ds = load_dataset(tmp_path / "data")
+    assert list(ds.captions) == ["link.jpg"] and ds.report.problems == 0
+
+
+def test_only_outside_paths_is_a_clear_error(make_karpathy):
+    tiny = make_karpathy(n_images=2)
+    doc = json.loads(tiny.caption_file.read_text())
+    for entry in doc["images"]:
+        entry["filepath"] = "../.."
+    tiny.caption_file.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match="all 10 image paths are outside the dataset folder .*allow_outside_paths=True"):
+        load_dataset(tiny.root)
 
 
 def test_loading_is_fast(tmp_path):

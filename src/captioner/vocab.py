@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from captioner.atomic import write_json
-from captioner.text import clean_caption
 from captioner.errors import FileError
+from captioner.text import clean_caption
 
 __all__ = ["END", "PAD", "SPECIALS", "START", "UNK", "Vocabulary", "VocabularyError"]
 

@@ -23,21 +23,42 @@ Karpathy ones; compare numbers against published results on the classic layout o
 
 Bad input never stops a load because of one line: malformed lines, rows whose split name is not
 recognised, captions that are empty after cleaning and images missing from the image folder are
-skipped, counted in `LoadReport` and described (with line numbers) in its first messages. A file
-that is not in the expected format at all (no valid line, wrong header, binary, not UTF-8) raises
-`DatasetError`, whose message is "<file>: <problem>" on one line.
+skipped, counted in `LoadReport` and described (with line numbers) in its messages;
+`LoadReport.summary()` says it all in one line for a user. Image paths that are absolute or
+contain ".." are skipped the same way unless `load_dataset(..., allow_outside_paths=True)`: a
+caption file cannot make the program read files outside its image folder.
 
-Package layout: `base` (dataset, report, splits, file reading), `registry` (the formats and
-`detect_format`), `csvrows` (the CSV parser the csv and kaggle formats share), `loader` (`load_dataset` and the checks every format shares), and one module
-per format (`flickr8k`, `kaggle`, `karpathy`, `table` for csv and jsonl) that registers itself
-when imported below; the import order is the detection order. Nothing here imports TensorFlow.
+Two kinds of error, so that a broken dataset is never mistaken for no dataset:
+
+- `NoDatasetError`: nothing at the path, or no file of any known format there (a caller may
+  then treat a folder as plain images).
+- `DatasetError` (its base class): a dataset file that is there but cannot be used (no valid
+  line, wrong header, binary, not UTF-8, truncated JSON, no image found).
+
+Both are `captioner.errors.FileError`s, whose message is "<file>: <problem>" on one line.
+
+Package layout: `base` (dataset, report, errors, splits), `files` (reading caption files,
+checking image keys), `registry` (the formats and `detect_format`), `loader` (`load_dataset`
+and the checks every format shares), and one module per format (`flickr8k`, `kaggle`,
+`karpathy`, `table` for csv and jsonl; `csvrows` is the CSV parser kaggle and csv share), each
+registering itself when imported below; the import order is the detection order. Nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations
 
 # The reader modules register their formats on import, in detection order: most specific first.
 from captioner.data import flickr8k, kaggle, karpathy, table  # noqa: F401  (isort: keep this order)
-from captioner.data.base import MAX_MESSAGES, SPLITS, CaptionDataset, DatasetError, LoadReport, hashed_split, normalize_split  # noqa: F401
+from captioner.data.base import (  # noqa: F401  (MAX_MESSAGES: for callers and tests)
+    MAX_MESSAGES,
+    SPLITS,
+    CaptionDataset,
+    DatasetError,
+    LoadReport,
+    NoDatasetError,
+    hashed_split,
+    normalize_split,
+)
 from captioner.data.loader import load_dataset
 from captioner.data.registry import detect_format, format_names
 from captioner.text import clean_caption
@@ -48,6 +69,7 @@ __all__ = [
     "CaptionDataset",
     "DatasetError",
     "LoadReport",
+    "NoDatasetError",
     "clean_caption",
     "detect_format",
     "hashed_split",

@@ -1,40 +1,30 @@
-"""What every dataset reader shares: the dataset and report types, splits and file reading.
+"""What every dataset reader shares: the dataset, report and error types, and splits.
 
 Nothing here knows a particular layout; the readers (`flickr8k`, `kaggle`, `karpathy`, `table`)
-build on it and `captioner.data.loader` assembles what they read into a `CaptionDataset`.
+build on it and on `captioner.data.files`, and `captioner.data.loader` assembles what they read
+into a `CaptionDataset`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 from captioner.errors import FileError
-from captioner.images import IMAGE_EXTENSIONS
 from captioner.text import clean_caption
 
 __all__ = [
     "MAX_MESSAGES",
-    "OTHER_IMAGE_DIRS",
     "SPLITS",
     "CaptionDataset",
     "DatasetError",
     "LoadReport",
+    "NoDatasetError",
     "Raw",
     "Record",
-    "check_key",
-    "default_image_dir",
-    "files_with_suffix",
-    "find_image_dir",
     "hashed_split",
     "normalize_split",
-    "parse_lines",
-    "read_lines",
-    "read_text",
-    "single_file",
 ]
 
 SPLITS = ("train", "dev", "test")
@@ -52,21 +42,27 @@ _SPLIT_ALIASES = {
 # Names a caller may pass to `split_images`; "all" is every captioned image.
 _QUERY_SPLITS = (*SPLITS, "all")
 
-# Image folders looked for next to a caption file, for the layouts without a fixed one.
-OTHER_IMAGE_DIRS = ("images", "Images", "Flicker8k_Dataset", "Flickr8k_Dataset", "flickr30k-images", "flickr30k_images")
+# Problem descriptions a report keeps (the counts are always complete); `str(report)` shows the
+# first SHOWN_MESSAGES of them, `summary()` the first SUMMARY_EXAMPLES (all with verbose=True).
+MAX_MESSAGES = 10_000
+SHOWN_MESSAGES = 20
+SUMMARY_EXAMPLES = 3
 
-MAX_MESSAGES = 20
-
-_IMAGE_SUFFIXES = tuple(IMAGE_EXTENSIONS)
-
-T = TypeVar("T")
-
-# (image key, raw caption, canonical split or None)
-Record = tuple[str, str, str | None]
+# (image key, raw caption, canonical split or None, where in the file: line number or entry index)
+Record = tuple[str, str, str | None, int]
 
 
 class DatasetError(FileError):
     """A caption dataset that cannot be read; `str(e)` is "<file>: <problem>"."""
+
+
+class NoDatasetError(DatasetError):
+    """No dataset file of any known format is at the path (as opposed to one that is broken).
+
+    Callers may fall back to something else (the CLI treats such a folder as a plain folder of
+    images); a plain `DatasetError` means a dataset file was found but cannot be used, which
+    must be shown to the user, never hidden behind a fallback.
+    """
 
 
 def normalize_split(name: str) -> str | None:
@@ -90,7 +86,7 @@ def hashed_split(key: str) -> str:
 
 @dataclass
 class LoadReport:
-    """What a load kept and what it skipped, with the first few reasons.
+    """What a load kept and what it skipped, with the reasons.
 
     Attributes:
         images: images kept (with at least one caption and, if checked, present on disk).
@@ -101,12 +97,16 @@ class LoadReport:
         missing_captions: captions dropped because their image is missing.
         empty_captions: captions that are empty after cleaning.
         unknown_splits: records whose split name is not train/dev/test or an alias.
+        outside_paths: records whose image path is absolute or climbs out of the image folder
+            with "..", refused unless the load allowed them.
         split_conflicts: images listed in more than one split (kept in the first).
         split_extras: names in split lists with no captioned image (ignored).
         unassigned_images: captioned images that are in no split.
         seconds: wall time of the load.
-        messages: the first `MAX_MESSAGES` problem descriptions.
+        messages: problem descriptions, the first `MAX_MESSAGES` of them.
         more_messages: how many further problems were counted but not described.
+        source: the name of the caption file, which `summary` starts with.
+        unit: what the file's records are called in `summary`: "line" or "record".
     """
 
     images: int = 0
@@ -117,16 +117,29 @@ class LoadReport:
     missing_captions: int = 0
     empty_captions: int = 0
     unknown_splits: int = 0
+    outside_paths: int = 0
     split_conflicts: int = 0
     split_extras: int = 0
     unassigned_images: int = 0
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
     more_messages: int = 0
+    source: str = ""
+    unit: str = "line"
+    # Indexes in `messages` of notices that are not problems (e.g. "using a hashed split").
+    _notices: set[int] = field(default_factory=set, init=False, repr=False, compare=False)
 
-    def note(self, message: str) -> None:
-        """Records a problem description, keeping only the first `MAX_MESSAGES`."""
+    def note(self, message: str, problem: bool = True) -> None:
+        """Records a description, keeping only the first `MAX_MESSAGES`.
+
+        Args:
+            message: one line, e.g. "captions.txt line 8: 3 fields, expected 2; skipped".
+            problem: False for a notice about the whole load that skipped nothing; notices are
+                left out of `summary`'s examples.
+        """
         if len(self.messages) < MAX_MESSAGES:
+            if not problem:
+                self._notices.add(len(self.messages))
             self.messages.append(message)
         else:
             self.more_messages += 1
@@ -153,9 +166,63 @@ class LoadReport:
             + self.missing_images
             + self.empty_captions
             + self.unknown_splits
+            + self.outside_paths
             + self.split_conflicts
             + self.split_extras
         )
+
+    def summary(self, verbose: bool = False) -> str | None:
+        """What the load skipped, for a user: one line, or None when nothing was skipped.
+
+        For example ``Flickr8k.token.txt: skipped 3 lines (2 malformed, 1 empty caption), 2 split
+        entries without an image; e.g. line 8: no tab between image and caption; line 12: ...;
+        line 40: ... (4 more: --verbose for all)``.
+
+        Args:
+            verbose: list every recorded problem, one per line after the counts, instead of the
+                first `SUMMARY_EXAMPLES` on the same line.
+
+        Returns:
+            The summary, or None if nothing was skipped or ignored.
+        """
+        if not self.problems:
+            return None
+        head = (f"{self.source}: " if self.source else "") + ", ".join(self._counts())
+        prefixes = (f"{self.source} ", f"{self.source}: ") if self.source else ()
+        examples = [
+            _example(m, prefixes) for i, m in enumerate(self.messages) if i not in self._notices
+        ]
+        if verbose:
+            lines = [f"{head}:", *(f"  {e}" for e in examples)]
+            if self.more_messages:
+                lines.append(f"  ... and {self.more_messages:,} more, not recorded")
+            return "\n".join(lines)
+        if not examples:
+            return head
+        line = f"{head}; e.g. " + "; ".join(examples[:SUMMARY_EXAMPLES])
+        more = len(examples) - SUMMARY_EXAMPLES + self.more_messages
+        return line + (f" ({more:,} more: --verbose for all)" if more > 0 else "")
+
+    def _counts(self) -> list[str]:
+        """The summary's counts: "skipped 3 lines (2 malformed, 1 empty caption)", ..."""
+        reasons = [
+            _count(self.skipped_lines, "malformed", "malformed"),
+            _count(self.empty_captions, "empty caption", "empty captions"),
+            _count(self.unknown_splits, "unknown split", "unknown splits"),
+            _count(self.outside_paths, "image path outside the dataset folder", "image paths outside the dataset folder"),
+        ]
+        skipped = self.skipped_lines + self.empty_captions + self.unknown_splits + self.outside_paths
+        counts = []
+        if skipped:
+            counts.append(f"skipped {_count(skipped, self.unit, self.unit + 's')} ({', '.join(filter(None, reasons))})")
+        if self.missing_images:
+            dropped = _count(self.missing_captions, "caption", "captions")
+            counts.append(f"{_count(self.missing_images, 'image', 'images')} not found ({dropped} dropped)")
+        if self.split_extras:
+            counts.append(f"{_count(self.split_extras, 'split entry', 'split entries')} without an image")
+        if self.split_conflicts:
+            counts.append(f"{_count(self.split_conflicts, 'image', 'images')} in more than one split")
+        return counts
 
     def __str__(self) -> str:
         line = f"{self.images:,} images, {self.captions:,} captions in {self.seconds:.2f} s"
@@ -164,6 +231,7 @@ class LoadReport:
             (self.missing_images, f"missing images ({self.missing_captions:,} captions dropped)"),
             (self.empty_captions, "empty captions skipped"),
             (self.unknown_splits, "records with an unknown split skipped"),
+            (self.outside_paths, "image paths outside the dataset folder skipped"),
             (self.split_conflicts, "images in more than one split"),
             (self.split_extras, "split-list names without captions"),
             (self.unassigned_images, "images in no split"),
@@ -171,10 +239,25 @@ class LoadReport:
         extras = [f"{n:,} {what}" for n, what in counts if n]
         if extras:
             line += "; " + ", ".join(extras)
-        lines = [line, *(f"  {m}" for m in self.messages)]
-        if self.more_messages:
-            lines.append(f"  ... and {self.more_messages:,} more")
+        lines = [line, *(f"  {m}" for m in self.messages[:SHOWN_MESSAGES])]
+        hidden = len(self.messages) - SHOWN_MESSAGES + self.more_messages
+        if hidden > 0:
+            lines.append(f"  ... and {hidden:,} more")
         return "\n".join(lines)
+
+
+def _count(n: int, singular: str, plural: str) -> str:
+    """ "1 image", "2,000 images", or "" for 0."""
+    return f"{n:,} {singular if n == 1 else plural}" if n else ""
+
+
+def _example(message: str, prefixes: tuple[str, ...]) -> str:
+    """A message without the file name the summary already starts with, or its "; skipped"."""
+    for prefix in prefixes:
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+            break
+    return message.removesuffix("; skipped")
 
 
 @dataclass
@@ -243,6 +326,8 @@ class Raw:
         split_lists: split lists read from separate files (Flickr8k); None means the splits come
             from the records, or are hashed.
         hashed: whether to give every image its `hashed_split`.
+        place: how a record's number reads in messages: "line {}" or, for an entry of a JSON
+            list, e.g. "images[{}]".
     """
 
     source: Path
@@ -251,109 +336,8 @@ class Raw:
     report: LoadReport
     split_lists: dict[str, list[str]] | None = None
     hashed: bool = False
+    place: str = "line {}"
 
-
-# --------------------------------------------------------------------------------------------
-# Files
-
-
-def read_text(path: Path) -> str:
-    """Reads a UTF-8 text file, refusing binary data and other encodings with a clear error.
-
-    Raises:
-        DatasetError: the file is missing, unreadable, empty, binary or not UTF-8.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(path, "not found") from None
-    except IsADirectoryError:
-        raise DatasetError(path, "is a directory, expected a caption file") from None
-    except OSError as e:
-        raise DatasetError(path, f"cannot read: {e.strerror or e}") from None
-    if not data.strip():
-        raise DatasetError(path, "file is empty")
-    if b"\x00" in data[:8192]:
-        raise DatasetError(path, "binary file, not a text caption file")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise DatasetError(
-            path, f"not UTF-8 text (byte 0x{data[e.start]:02x} on line {line}); re-save the file as UTF-8"
-        ) from None
-
-
-def read_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) pairs; splits on newlines only, since captions may hold other breaks."""
-    for number, line in enumerate(text.split("\n"), start=1):
-        yield number, line.rstrip("\r")
-
-
-def parse_lines(path: Path, report: LoadReport, parse: Callable[[str], T | str]) -> Iterator[tuple[int, T]]:
-    """Parses each non-blank line of a text file, skipping the lines `parse` refuses.
-
-    Args:
-        path: the file (read with `read_text`).
-        report: counts every non-blank line in `records`, and each refused one via `skip`.
-        parse: line -> the parsed value, or a string saying why the line is unusable.
-
-    Yields:
-        (line number, parsed value) for the lines `parse` accepts.
-    """
-    name = path.name
-    for number, line in read_lines(read_text(path)):
-        if not line.strip():
-            continue
-        report.records += 1
-        parsed = parse(line)
-        if isinstance(parsed, str):
-            report.skip(f"{name} line {number}", parsed)
-            continue
-        yield number, parsed
-
-
-def check_key(key: str) -> str | None:
-    """Why an image key is unusable, or None if it is fine."""
-    if not key:
-        return "no image name"
-    if not key.lower().endswith(_IMAGE_SUFFIXES):
-        return f"{key!r} is not an image file name"
-    return None
-
-
-def files_with_suffix(directory: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """The regular files in `directory` whose (lower-cased) suffix is one of `suffixes`, sorted."""
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-
-
-def single_file(path: Path, suffixes: tuple[str, ...], kind: str) -> Path:
-    """`path` itself if it is a file, else the one file in it with one of `suffixes`.
-
-    Raises:
-        DatasetError: the directory holds none or several such files.
-    """
-    if not path.is_dir():
-        return path
-    found = files_with_suffix(path, suffixes)
-    if len(found) != 1:
-        names = ", ".join(p.name for p in found) or "none"
-        raise DatasetError(path, f"expected exactly one {kind} file here, found {names}; pass the file itself")
-    return found[0]
-
-
-def find_image_dir(roots: Iterable[Path], candidates: Iterable[str], default: Path) -> Path:
-    """The first existing folder `root / name` (roots outer, candidates inner), else `default`."""
-    candidates = tuple(candidates)
-    for root in roots:
-        for name in candidates:
-            if (root / name).is_dir():
-                return root / name
-    return default
-
-
-def default_image_dir(caption_file: Path, image_dir: Path | None) -> Path:
-    """`image_dir` if given, else a usual image folder next to `caption_file`, else its folder."""
-    if image_dir is not None:
-        return image_dir
-    return find_image_dir((caption_file.parent,), OTHER_IMAGE_DIRS, caption_file.parent)
+    def where(self, number: int) -> str:
+        """Where record `number` is, for messages: "captions.txt line 8"."""
+        return f"{self.source.name} {self.place.format(number)}"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
-from captioner.data.base import DatasetError, LoadReport, Raw, Record, check_key, normalize_split, read_text
+from captioner.data.base import DatasetError, LoadReport, Raw, Record, normalize_split
+from captioner.data.files import check_key, quoted, read_text, shorten
 
 __all__ = ["header_columns", "read_csv"]
 
@@ -41,16 +43,18 @@ def _column(columns: list[str], names: tuple[str, ...]) -> int | None:
 def read_csv(csv_file: Path, image_dir: Path) -> Raw:
     """Reads a caption CSV whose header names its columns.
 
+    A row the csv module refuses (a field over its size limit) is skipped like any other
+    malformed row.
+
     Raises:
-        DatasetError: no usable header, malformed CSV, or no valid row.
+        DatasetError: no usable header, or no valid row.
     """
     text = read_text(csv_file)
     header_line = text.lstrip().split("\n", 1)[0].rstrip("\r")
     found = header_columns(header_line)
     if found is None:
-        shown = header_line if len(header_line) <= 60 else header_line[:57] + "..."
         raise DatasetError(
-            csv_file, f"not a caption CSV: the header {shown!r} needs 'image' and 'caption' columns"
+            csv_file, f"not a caption CSV: the header {shorten(header_line, 60)!r} needs 'image' and 'caption' columns"
         )
     delimiter, columns = found
     image_col = _column(columns, _IMAGE_COLUMNS)
@@ -60,28 +64,41 @@ def read_csv(csv_file: Path, image_dir: Path) -> Raw:
     records: list[Record] = []
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     seen_header = False
-    try:
-        for row in reader:
-            number = reader.line_num
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if not seen_header:
-                seen_header = True
-                continue
-            report.records += 1
-            parsed = _parse_csv_row(row, len(columns), image_col, caption_col, split_col)
-            if isinstance(parsed, str):
-                report.skip(f"{csv_file.name} line {number}", parsed)
-                continue
-            records.append(parsed)
-    except csv.Error as e:
-        raise DatasetError(csv_file, f"line {reader.line_num}: malformed CSV ({e})") from None
+    for number, row in _rows(reader):
+        if isinstance(row, list) and not any(cell.strip() for cell in row):
+            continue
+        if not seen_header:
+            seen_header = True
+            continue
+        report.records += 1
+        parsed = _parse_csv_row(row, len(columns), image_col, caption_col, split_col)
+        if isinstance(parsed, str):
+            report.skip(f"{csv_file.name} line {number}", parsed)
+            continue
+        records.append((*parsed, number))
     if not records and report.skipped_lines:
         raise DatasetError(csv_file, f"no valid row: {report.messages[0]}")
     return Raw(csv_file, image_dir, records, report, None, hashed=split_col is None)
 
 
-def _parse_csv_row(row: list[str], width: int, image_col: int, caption_col: int, split_col: int | None) -> Record | str:
+def _rows(reader) -> Iterator[tuple[int, list[str] | str]]:
+    """(line number, row) pairs, with the reason in place of a row the csv module refuses."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield reader.line_num, f"malformed CSV ({e})"
+        else:
+            yield reader.line_num, row
+
+
+def _parse_csv_row(
+    row: list[str] | str, width: int, image_col: int, caption_col: int, split_col: int | None
+) -> tuple[str, str, str | None] | str:
+    if isinstance(row, str):
+        return row
     if len(row) > width and caption_col == width - 1:
         # An unquoted comma inside a caption in the last column: the rest of the row is caption.
         row = [*row[:caption_col], ",".join(row[caption_col:])]
@@ -95,5 +112,5 @@ def _parse_csv_row(row: list[str], width: int, image_col: int, caption_col: int,
     if split_col is not None:
         split = normalize_split(row[split_col])
         if split is None:
-            return f"unknown split {row[split_col].strip()!r}"
+            return f"unknown split {quoted(row[split_col].strip())}"
     return key, row[caption_col].strip(), split

@@ -11,17 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from captioner.data.base import (
-    DatasetError,
-    LoadReport,
-    Raw,
-    Record,
-    check_key,
-    find_image_dir,
-    parse_lines,
-    read_lines,
-    read_text,
-)
+from captioner.data.base import DatasetError, LoadReport, NoDatasetError, Raw, Record
+from captioner.data.files import check_key, find_image_dir, parse_lines, quoted, read_lines, read_text
 from captioner.data.registry import Format, register
 
 TOKEN_FILE = "Flickr8k.token.txt"
@@ -45,12 +36,13 @@ def read_flickr8k(path: Path, image_dir: Path | None) -> Raw:
     """Reads a Flickr8k directory or its token file (split lists are read from beside it).
 
     Raises:
-        DatasetError: no token file, or one with no valid line.
+        NoDatasetError: a directory without a token file.
+        DatasetError: a token file that cannot be read or has no valid line.
     """
     if path.is_dir():
         token_file = find_token_file(path)
         if token_file is None:
-            raise DatasetError(path, f"no {TOKEN_FILE} here or in Flickr8k_text/")
+            raise NoDatasetError(path, f"no {TOKEN_FILE} here or in Flickr8k_text/")
         root = path
     else:
         token_file = path
@@ -62,12 +54,14 @@ def read_flickr8k(path: Path, image_dir: Path | None) -> Raw:
         image_dir = find_image_dir((root, token_file.parent), FLICKR8K_IMAGE_DIRS, root / FLICKR8K_IMAGE_DIRS[0])
     hashed = not split_lists
     if hashed:
-        report.note(f"{token_file.parent}: no Flickr_8k.*Images.txt split files; using a hashed split")
+        report.note(f"{token_file.parent}: no Flickr_8k.*Images.txt split files; using a hashed split", problem=False)
     return Raw(token_file, image_dir, records, report, None if hashed else split_lists, hashed)
 
 
 def _parse_token_file(token_file: Path, report: LoadReport) -> list[Record]:
-    records: list[Record] = [(key, caption, None) for _, (key, caption) in parse_lines(token_file, report, _parse_token_line)]
+    records: list[Record] = [
+        (key, caption, None, number) for number, (key, caption) in parse_lines(token_file, report, _parse_token_line)
+    ]
     if not records:
         first = f": {report.messages[0]}" if report.messages else ""
         raise DatasetError(token_file, f"not a Flickr8k token file (no '<image>#<n><TAB><caption>' line){first}")
@@ -81,7 +75,7 @@ def _parse_token_line(line: str) -> tuple[str, str] | str:
     ref, caption = line.split("\t", 1)
     key, hash_, number = ref.strip().rpartition("#")
     if not hash_ or not number.isdigit():
-        return f"{ref.strip()!r} is not '<image>#<n>'"
+        return f"{quoted(ref.strip())} is not '<image>#<n>'"
     problem = check_key(key)
     if problem:
         return problem

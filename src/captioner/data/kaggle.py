@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from captioner.data.base import DatasetError, Raw, find_image_dir
+from captioner.data.base import NoDatasetError, Raw
+from captioner.data.files import find_image_dir
 from captioner.data.csvrows import read_csv
 from captioner.data.registry import Format, register
 
@@ -19,12 +20,13 @@ def read_kaggle(path: Path, image_dir: Path | None) -> Raw:
     """Reads a Kaggle Flickr8k directory or its captions.txt.
 
     Raises:
-        DatasetError: no captions.txt, or one that is not a caption CSV.
+        NoDatasetError: a directory without captions.txt.
+        DatasetError: a captions.txt that is not a caption CSV.
     """
     if path.is_dir():
         captions_file = path / CAPTIONS_FILE
         if not captions_file.is_file():
-            raise DatasetError(path, f"no {CAPTIONS_FILE} here (Kaggle layout: {CAPTIONS_FILE} + Images/)")
+            raise NoDatasetError(path, f"no {CAPTIONS_FILE} here (Kaggle layout: {CAPTIONS_FILE} + Images/)")
     else:
         captions_file = path
     if image_dir is None:

@@ -11,8 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from captioner.data.base import DatasetError, LoadReport, Raw, Record, check_key, default_image_dir, normalize_split, read_text
+from captioner.data.base import DatasetError, LoadReport, NoDatasetError, Raw, Record, normalize_split
+from captioner.data.files import check_key, default_image_dir, quoted, read_text
 from captioner.data.registry import Format, register
+
+
+# How an entry's place reads in messages: "dataset_coco.json images[12]".
+_PLACE = "images[{}]"
 
 
 def karpathy_files(directory: Path) -> list[Path]:
@@ -24,13 +29,15 @@ def read_karpathy(path: Path, image_dir: Path | None) -> Raw:
     """Reads a Karpathy JSON file, or the one dataset_*.json in a directory.
 
     Raises:
-        DatasetError: none or several files, invalid JSON, no "images" list, or no usable entry.
+        NoDatasetError: a directory without a dataset_*.json.
+        DatasetError: several such files, invalid JSON, no "images" list, or no usable entry.
     """
     if path.is_dir():
         found = karpathy_files(path)
         if len(found) != 1:
+            error = NoDatasetError if not found else DatasetError
             names = ", ".join(p.name for p in found) or "none"
-            raise DatasetError(path, f"expected one dataset_*.json here, found {names}; pass the file itself")
+            raise error(path, f"expected one dataset_*.json here, found {names}; pass the file itself")
         path = found[0]
     text = read_text(path)
     try:
@@ -39,22 +46,24 @@ def read_karpathy(path: Path, image_dir: Path | None) -> Raw:
         raise DatasetError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise DatasetError(path, "not a Karpathy caption file (expected {\"images\": [...]})")
-    report = LoadReport()
+    report = LoadReport(unit="record")
     records: list[Record] = []
     for index, entry in enumerate(doc["images"]):
         parsed = _parse_entry(entry)
         if isinstance(parsed, str):
             report.records += 1
-            report.skip(f"{path.name} images[{index}]", parsed)
+            report.skip(f"{path.name} {_PLACE.format(index)}", parsed)
             continue
-        report.records += len(parsed)
-        records.extend(parsed)
+        key, split, texts = parsed
+        report.records += len(texts)
+        records.extend((key, text.strip(), split, index) for text in texts)
     if not records and report.skipped_lines:
         raise DatasetError(path, f"no usable image entry: {report.messages[0]}")
-    return Raw(path, default_image_dir(path, image_dir), records, report)
+    return Raw(path, default_image_dir(path, image_dir), records, report, place=_PLACE)
 
 
-def _parse_entry(entry: object) -> list[Record] | str:
+def _parse_entry(entry: object) -> tuple[str, str, list[str]] | str:
+    """(image key, canonical split, captions), or why the entry is unusable."""
     if not isinstance(entry, dict):
         return "not an object"
     filename = entry.get("filename")
@@ -68,18 +77,14 @@ def _parse_entry(entry: object) -> list[Record] | str:
     raw_split = entry.get("split")
     split = normalize_split(raw_split) if isinstance(raw_split, str) else None
     if split is None:
-        return f"unknown split {raw_split!r}"
+        return f"unknown split {quoted(raw_split)}"
     sentences = entry.get("sentences")
     if not isinstance(sentences, list):
         return "no 'sentences' list"
-    out = []
-    for sentence in sentences:
-        text = _sentence_text(sentence)
-        if text is not None:
-            out.append((key, text.strip(), split))
-    if not out:
+    texts = [text for text in map(_sentence_text, sentences) if text is not None]
+    if not texts:
         return "no sentence with 'raw' text"
-    return out
+    return key, split, texts
 
 
 def _sentence_text(sentence: object) -> str | None:

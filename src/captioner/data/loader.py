@@ -1,8 +1,8 @@
 """`load_dataset`: runs the reader of a format, then the checks every format shares.
 
-Every reader returns a `Raw` (records, image folder, report); this module drops empty captions
-and missing images, builds the splits (from split lists, from the records, or hashed) and
-returns the `CaptionDataset`.
+Every reader returns a `Raw` (records, image folder, report); this module drops image paths
+outside the image folder, empty captions and missing images, builds the splits (from split
+lists, from the records, or hashed) and returns the `CaptionDataset`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from captioner.data.base import SPLITS, CaptionDataset, DatasetError, LoadReport, Raw, hashed_split
+from captioner.data.base import SPLITS, CaptionDataset, DatasetError, LoadReport, NoDatasetError, Raw, hashed_split
+from captioner.data.files import is_outside, quoted, shorten
 from captioner.data.registry import detect_format, format_names, get_format
 from captioner.text import has_words
 
@@ -27,6 +28,8 @@ def load_dataset(
     format: str = "auto",
     image_dir: str | os.PathLike | None = None,
     check_images: bool = True,
+    *,
+    allow_outside_paths: bool = False,
 ) -> CaptionDataset:
     """Reads a caption dataset (see `captioner.data` for the layouts).
 
@@ -36,13 +39,19 @@ def load_dataset(
         image_dir: the image folder, if not the layout's usual one.
         check_images: keep only images that exist in the image folder (one directory scan,
             not one lookup per caption); missing ones are counted in the report.
+        allow_outside_paths: keep records whose image path is absolute or contains "..". By
+            default they are skipped and counted in `report.outside_paths`, so that a caption
+            file cannot make the program read files outside its image folder.
 
     Returns:
-        The dataset, with `report` saying what was kept and skipped.
+        The dataset, with `report` saying what was kept and skipped (`report.summary()` says
+        it in one line for a user).
 
     Raises:
-        DatasetError: unknown format, missing files, a file in the wrong format, or nothing left
-            to load (for example when no image was found: probably the wrong `image_dir`).
+        NoDatasetError: nothing at `path`, or no dataset file of any known format there.
+        DatasetError: unknown format name, a dataset file that is broken (binary, not UTF-8,
+            wrong format), or nothing left to load (for example when no image was found:
+            probably the wrong `image_dir`).
     """
     started = time.perf_counter()
     path = Path(path)
@@ -52,17 +61,18 @@ def load_dataset(
     elif get_format(name) is None:
         raise DatasetError(path, f"unknown dataset format {format!r} (known: auto, {', '.join(format_names())})")
     elif not path.exists():
-        raise DatasetError(path, "not found")
+        raise NoDatasetError(path, "not found")
     raw = get_format(name).read(path, Path(image_dir) if image_dir is not None else None)
-    dataset = _assemble(raw, name, check_images)
+    raw.report.source = raw.source.name
+    dataset = _assemble(raw, name, check_images, allow_outside_paths)
     dataset.report.seconds = time.perf_counter() - started
     logger.debug("%s (%s): %s", raw.source, name, dataset.report)
     return dataset
 
 
-def _assemble(raw: Raw, name: str, check_images: bool) -> CaptionDataset:
+def _assemble(raw: Raw, name: str, check_images: bool, allow_outside_paths: bool) -> CaptionDataset:
     report = raw.report
-    captions, record_splits = _collect_captions(raw)
+    captions, record_splits = _collect_captions(raw, allow_outside_paths)
     if check_images:
         _drop_missing_images(raw, captions)
     if raw.split_lists is not None:
@@ -78,22 +88,26 @@ def _assemble(raw: Raw, name: str, check_images: bool) -> CaptionDataset:
     return CaptionDataset(name, raw.image_dir, captions, splits, report, raw.source)
 
 
-def _collect_captions(raw: Raw) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Groups captions by image, dropping empty ones; remembers each image's first split."""
+def _collect_captions(raw: Raw, allow_outside_paths: bool) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Groups captions by image, dropping refused paths and empty captions; remembers each image's first split."""
     report = raw.report
     captions: dict[str, list[str]] = {}
     splits: dict[str, str] = {}
-    for key, caption, split in raw.records:
+    for key, caption, split, number in raw.records:
+        if not allow_outside_paths and is_outside(key):
+            report.outside_paths += 1
+            report.note(f"{raw.where(number)}: image path {quoted(key)} is outside the dataset folder; skipped")
+            continue
         if not has_words(caption):
             report.empty_captions += 1
-            report.note(f"{key}: empty caption {caption!r} skipped")
+            report.note(f"{raw.where(number)}: empty caption {quoted(caption)} for {shorten(key)}; skipped")
             continue
         captions.setdefault(key, []).append(caption)
         if split is not None:
             first = splits.setdefault(key, split)
             if first != split:
                 report.split_conflicts += 1
-                report.note(f"{key}: listed in {first} and {split}; kept in {first}")
+                report.note(f"{raw.where(number)}: {shorten(key)} listed in {first} and {split}; kept in {first}")
     return captions, splits
 
 
@@ -105,7 +119,7 @@ def _drop_missing_images(raw: Raw, captions: dict[str, list[str]]) -> None:
     for key in [k for k in captions if k not in present]:
         report.missing_images += 1
         report.missing_captions += len(captions[key])
-        report.note(f"{key}: image not found in {raw.image_dir}; its {len(captions[key])} captions skipped")
+        report.note(f"{shorten(key)}: image not found in {raw.image_dir}; its {len(captions[key])} captions skipped")
         del captions[key]
 
 
@@ -136,11 +150,11 @@ def _splits_from_lists(
         for name in names:
             if name not in captions:
                 report.split_extras += 1
-                report.note(f"{name}: in the {split} list but has no captions or no image; ignored")
+                report.note(f"{shorten(name)}: in the {split} list but has no captions or no image; ignored")
             elif name in owner:
                 if owner[name] != split:
                     report.split_conflicts += 1
-                    report.note(f"{name}: listed in {owner[name]} and {split}; kept in {owner[name]}")
+                    report.note(f"{shorten(name)}: listed in {owner[name]} and {split}; kept in {owner[name]}")
             else:
                 owner[name] = split
                 keys.append(name)
@@ -169,7 +183,12 @@ def _nothing_loaded(raw: Raw, check_images: bool) -> str:
             f"none of the {r.missing_images:,} images named in the captions is in {raw.image_dir} "
             "(wrong image_dir?)"
         )
-    if r.empty_captions:
+    if r.outside_paths and not r.empty_captions:
+        return (
+            f"all {r.outside_paths:,} image paths are outside the dataset folder (absolute or with '..'); "
+            "pass allow_outside_paths=True to use them"
+        )
+    if r.empty_captions and not r.outside_paths:
         return f"no usable captions: all {r.empty_captions:,} are empty after cleaning"
     first = f" (first problem: {r.messages[0]})" if r.messages else ""
     return f"no captions found{first}"

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.data.base import DatasetError, Raw, read_text
+from captioner.data.base import DatasetError, NoDatasetError, Raw
+from captioner.data.files import read_text
 
 __all__ = ["Format", "detect_format", "format_names", "get_format", "register"]
 
@@ -25,7 +26,8 @@ class Format:
     Attributes:
         name: what `load_dataset(format=...)` and `CaptionDataset.name` call it.
         read: (dataset directory or caption file, image folder or None) -> `Raw`; raises
-            `DatasetError` for a file it cannot read.
+            `NoDatasetError` for a directory without its file, `DatasetError` for a file it
+            cannot read.
         looks_for: what marks it in a directory, for messages ("captions.txt", "*.csv").
         in_directory: whether a directory holds a dataset of this format.
         file_names: lower-case file names that are this format ("captions.txt").
@@ -79,7 +81,9 @@ def detect_format(path: str | os.PathLike) -> str:
         One of `FORMATS`.
 
     Raises:
-        DatasetError: the path does not exist or matches no known layout.
+        NoDatasetError: nothing is at the path, or nothing there is a known layout (a directory
+            without any of the formats' files, a file of no known format).
+        DatasetError: a file of unclaimed name that cannot be read (binary, not UTF-8, ...).
     """
     path = Path(path)
     if path.is_dir():
@@ -87,11 +91,11 @@ def detect_format(path: str | os.PathLike) -> str:
             if fmt.in_directory(path):
                 return fmt.name
         looked_for = ", ".join(fmt.looks_for for fmt in _FORMATS.values())
-        raise DatasetError(path, f"no known dataset layout here (looked for {looked_for})")
+        raise NoDatasetError(path, f"no known dataset layout here (looked for {looked_for})")
     if not path.exists():
-        raise DatasetError(path, "not found")
+        raise NoDatasetError(path, "not found")
     if not path.is_file():
-        raise DatasetError(path, "not a regular file or directory")
+        raise NoDatasetError(path, "not a regular file or directory")
     for fmt in _FORMATS.values():
         if fmt.claims(path):
             return fmt.name
@@ -99,4 +103,4 @@ def detect_format(path: str | os.PathLike) -> str:
     for fmt in _FORMATS.values():
         if fmt.sniff is not None and fmt.sniff(first):
             return fmt.name
-    raise DatasetError(path, "unknown caption file format (expected a Flickr8k token file, CSV, JSONL or JSON)")
+    raise NoDatasetError(path, "unknown caption file format (expected a Flickr8k token file, CSV, JSONL or JSON)")

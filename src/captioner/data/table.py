@@ -14,18 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from captioner.data.base import (
-    DatasetError,
-    LoadReport,
-    Raw,
-    Record,
-    check_key,
-    default_image_dir,
-    files_with_suffix,
-    normalize_split,
-    parse_lines,
-    single_file,
-)
+from captioner.data.base import DatasetError, LoadReport, Raw, Record, normalize_split
+from captioner.data.files import check_key, default_image_dir, files_with_suffix, parse_lines, quoted, single_file
 from captioner.data.csvrows import header_columns, read_csv
 from captioner.data.registry import Format, register
 
@@ -57,10 +47,10 @@ def read_jsonl_dataset(path: Path, image_dir: Path | None) -> Raw:
     records: list[Record] = []
     any_split = False
     valid_lines = 0
-    for _, parsed in parse_lines(jsonl_file, report, _parse_jsonl_line):
+    for number, (key, texts, split) in parse_lines(jsonl_file, report, _parse_jsonl_line):
         valid_lines += 1
-        any_split = any_split or parsed[0][2] is not None
-        records.extend(parsed)
+        any_split = any_split or split is not None
+        records.extend((key, text.strip(), split, number) for text in texts)
     if not valid_lines and report.skipped_lines:
         raise DatasetError(jsonl_file, f"not JSON Lines with image and caption fields: {report.messages[0]}")
     if any_split:
@@ -68,7 +58,8 @@ def read_jsonl_dataset(path: Path, image_dir: Path | None) -> Raw:
     return Raw(jsonl_file, default_image_dir(jsonl_file, image_dir), records, report, None, hashed=not any_split)
 
 
-def _parse_jsonl_line(line: str) -> list[Record] | str:
+def _parse_jsonl_line(line: str) -> tuple[str, list[str], str | None] | str:
+    """(image key, captions, canonical split or None), or why the line is unusable."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -94,9 +85,9 @@ def _parse_jsonl_line(line: str) -> list[Record] | str:
     split = obj.get("split")
     if split is not None:
         if not isinstance(split, str) or normalize_split(split) is None:
-            return f"unknown split {split!r}"
+            return f"unknown split {quoted(split)}"
         split = normalize_split(split)
-    return [(key, t.strip(), split) for t in texts]
+    return key, texts, split
 
 
 def _fill_missing_splits(records: list[Record], report: LoadReport, name: str) -> list[Record]:
@@ -104,8 +95,7 @@ def _fill_missing_splits(records: list[Record], report: LoadReport, name: str) -
     kept = []
     for record in records:
         if record[2] is None:
-            report.unknown_splits += 1
-            report.note(f"{name}: {record[0]}: no split while other lines have one; skipped")
+            report.skip(f"{name} line {record[3]}", "unknown split: none, while other lines have one")
         else:
             kept.append(record)
     return kept
