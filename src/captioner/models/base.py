@@ -155,4 +155,4 @@ def build_decoder(config: DecoderConfig) -> Decoder:
 
 def _import_builtin_decoders() -> None:
     # The built-in decoders register themselves on import.
-    from captioner.models import merge  # noqa: F401
+    from captioner.models import attention, merge  # noqa: F401
