@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
 import pickle
 import struct
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from captioner.images import IMAGE_EXTENSIONS, MAX_PIXELS, ImageError, list_images, load_image
+from captioner.images import (IMAGE_EXTENSIONS, MAX_DECODE_BYTES, MAX_FILE_BYTES, MAX_PIXELS, ImageError, ImageListing,
+                               list_images, load_image, scan_images)
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -188,6 +191,54 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     assert (out[..., 0] == out[..., 2]).all()
 
 
+def test_sixteen_bit_scaling_rounds_like_floating_point_for_every_value():
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    out = load_image(png_bytes(Image.fromarray(values)))
+    expected = np.rint(values / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(out[..., 0], expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_big_image_is_reduced_first_but_matches_a_full_lanczos(orientation):
+    # 1999x1333 is reduced by whole factors (with partial last blocks) before Lanczos; the result
+    # must match a full-resolution Lanczos of the upright image, for every EXIF orientation.
+    rng = np.random.default_rng(orientation)
+    img = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((1999, 1333), Image.Resampling.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG", exif=exif, compress_level=1)
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue())))
+    reference = np.asarray(upright.convert("RGB").resize((224, 224), Image.Resampling.LANCZOS), dtype=int)
+    out = load_image(buffer.getvalue(), 224)
+    assert np.abs(out.astype(int) - reference).mean() < 0.5
+    assert np.abs(out.astype(int) - reference).max() <= 8
+
+
+def test_big_transparent_image_reduced_first_is_composited_on_white():
+    pixels = np.zeros((1400, 1400, 4), dtype=np.uint8)
+    pixels[:, :700] = (255, 0, 0, 255)  # opaque red left, fully transparent black right
+    out = load_image(png_bytes(Image.fromarray(pixels, "RGBA")), 64)
+    assert close(out[32, 5], RED, 2) and close(out[32, 60], WHITE, 2)
+
+
+def test_jpeg_drafted_with_a_partial_last_block_matches_a_full_decode(tmp_path):
+    # 1999x1333 at size 224: libjpeg decodes at 1/2 scale (1000x667, last row and column partial);
+    # resampling from the exact covered region keeps the result close to a full decode.
+    rng = np.random.default_rng(5)
+    img = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((1999, 1333), Image.Resampling.BICUBIC)
+    path = tmp_path / "odd.jpg"
+    img.save(path, quality=95)
+    reference = np.asarray(Image.open(path).convert("RGB").resize((224, 224), Image.Resampling.LANCZOS), dtype=int)
+    assert np.abs(load_image(path, 224).astype(int) - reference).mean() < 1.0
+
+
+def test_limits_are_sane():
+    assert MAX_FILE_BYTES == 100_000_000
+    # Every accepted PNG (at most 4 bytes a pixel once decoded) fits the decode budget at size 224.
+    assert MAX_PIXELS * 4 < MAX_DECODE_BYTES < 2**30
+
+
 def test_result_is_a_writable_contiguous_array(tmp_path):
     path = tmp_path / "a.png"
     two_halves().save(path)
@@ -323,3 +374,82 @@ def test_list_images_missing_directory(tmp_path):
 
 def test_extensions():
     assert IMAGE_EXTENSIONS == {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+# --- scan_images -------------------------------------------------------------------------------
+
+
+def test_scan_images_reports_what_it_cannot_use(tmp_path, caplog):
+    (tmp_path / "good.jpg").write_bytes(b"x")
+    os.symlink(tmp_path / "loop2.jpg", tmp_path / "loop1.jpg")
+    os.symlink(tmp_path / "loop1.jpg", tmp_path / "loop2.jpg")
+    os.symlink(tmp_path / "missing.png", tmp_path / "broken.png")
+    os.symlink(tmp_path / "good.jpg", tmp_path / "alias.jpg")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.symlink(tmp_path / "nowhere", tmp_path / "broken_no_extension")  # not an image name: ignored
+    for folder in ("sub", "other", ".hidden"):
+        (tmp_path / folder).mkdir()
+    with caplog.at_level(logging.INFO, logger="captioner.images"):
+        listing = scan_images(tmp_path)
+    assert isinstance(listing, ImageListing)
+    assert [p.name for p in listing.paths] == ["alias.jpg", "good.jpg"]
+    assert listing.skipped == [
+        (tmp_path / "broken.png", "broken symbolic link (its target does not exist)"),
+        (tmp_path / "loop1.jpg", "symbolic link loop (too many levels of symbolic links)"),
+        (tmp_path / "loop2.jpg", "symbolic link loop (too many levels of symbolic links)"),
+        (tmp_path / "pipe.jpg", "not a regular file (fifo)"),
+    ]
+    assert listing.subfolders == 2  # sub and other; hidden folders are never searched
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{tmp_path / 'pipe.jpg'}: skipped: not a regular file (fifo)" in warnings and len(warnings) == 4
+    assert any("2 subfolder(s) not searched" in r.getMessage() for r in caplog.records)
+    # The old behaviour: one loop aborted the whole listing. The wrapper now returns the usable files.
+    assert list_images(tmp_path) == listing.paths
+
+
+def test_scan_images_recursive_does_not_follow_folder_links_into_loops(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "deep.png").write_bytes(b"x")
+    (tmp_path / "top.jpg").write_bytes(b"x")
+    os.symlink(tmp_path, tmp_path / "a" / "b" / "up")  # back to the root: a loop
+    os.symlink(tmp_path / "a", tmp_path / "same_as_a")  # a second name for a folder: listed once
+    elsewhere = tmp_path.parent / f"{tmp_path.name}_elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.jpg").write_bytes(b"x")
+    os.symlink(elsewhere, tmp_path / "linked")  # a link to another folder is followed
+    listing = scan_images(tmp_path, recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in listing.paths] == ["a/b/deep.png", "linked/linked.jpg", "top.jpg"]
+    assert listing.skipped == [(tmp_path / "a" / "b" / "up", "symbolic link loop (links back to a folder above it)")]
+    assert listing.subfolders == 0
+
+
+def test_scan_images_an_unreadable_subfolder_is_skipped_not_fatal(tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.jpg").write_bytes(b"x")
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    listing = scan_images(tmp_path, recursive=True)
+    assert [p.name for p in listing.paths] == ["a.jpg"]
+    assert listing.skipped == [(tmp_path / "locked", "cannot search folder: permission denied")]
+
+
+def test_scan_images_missing_directory_still_raises(tmp_path):
+    with pytest.raises(ImageError, match="directory not found"):
+        scan_images(tmp_path / "missing")
+
+
+def test_library_logs_instead_of_printing():
+    import ast
+    import captioner.images as images
+
+    tree = ast.parse(open(images.__file__).read())
+    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    assert "print" not in calls
+    assert images.logger.name == "captioner.images"
