@@ -101,3 +101,12 @@ def test_a_run_is_never_overwritten_and_resume_needs_a_checkpoint(dataset, tmp_p
     train(tiny_config(dataset, tmp_path, "once", epochs=1), progress=False)
     with pytest.raises(FileError, match="--resume"):
         train(tiny_config(dataset, tmp_path, "once", epochs=1), progress=False)
+
+
+def test_a_model_records_its_dataset_by_name_and_fingerprint_not_by_path(dataset, tmp_path):
+    model_dir = train(tiny_config(dataset, tmp_path, "portable", epochs=1), progress=False)
+    saved = (model_dir / "config.json").read_text() + (model_dir / "train_config.json").read_text()
+    assert str(tmp_path) not in saved and str(dataset.root) not in saved
+    described = json.loads((model_dir / "config.json").read_text())["training"]["dataset"]
+    assert described["name"] == dataset.root.name and described["format"] == "flickr8k" and len(described["sha256"]) == 64
+    assert json.loads((model_dir / "train_config.json").read_text())["data"] == dataset.root.name

@@ -8,6 +8,7 @@ into a `CaptionDataset`.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -312,6 +313,24 @@ class CaptionDataset:
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    def describe(self, given: str | Path) -> dict:
+        """Name, format, size and a content fingerprint: what a model records instead of a local path.
+
+        Args:
+            given: the path the dataset was loaded from; only its last part is kept, as the name.
+
+        The fingerprint is a SHA-256 of the captions and splits (not of paths or file bytes), so the
+        same data set copied anywhere, in any line order, gets the same one.
+        """
+        digest = hashlib.sha256()
+        for key in sorted(self.captions):
+            digest.update(json.dumps([key, self.captions[key]], ensure_ascii=False).encode())
+        for split in sorted(self.splits):
+            digest.update(json.dumps([split, sorted(self.splits[split])]).encode())
+        return {"name": Path(given).resolve().name, "format": self.name, "images": len(self.captions),
+                "captions": sum(map(len, self.captions.values())), "splits": {s: len(k) for s, k in self.splits.items()},
+                "sha256": digest.hexdigest()}
 
 
 @dataclass

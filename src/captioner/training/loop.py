@@ -190,6 +190,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
     run_dir = Path(config.output)
     dataset = load_dataset(config.data, config.data_format, image_dir=config.image_dir, allow_outside_paths=config.allow_outside_paths)
     log_skipped_lines(dataset, verbose)
+    dataset_info = dataset.describe(config.data)
     if resume:
         vocab = Vocabulary.load(run_dir / VOCAB_FILE)
     else:
@@ -248,10 +249,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         state["epoch"] = epoch + 1
         if improved:
             state.update(best_val_loss=val_loss if val_loss is not None else math.inf, best_epoch=epoch + 1)
-            training_info = {"dataset": config.data, "train_split": config.train_split, "epochs": epoch + 1, "seed": config.seed,
+            training_info = {"dataset": dataset_info, "train_split": config.train_split, "epochs": epoch + 1, "seed": config.seed,
                              "val_loss": val_loss, "train_captions": n_train}
             save_captioner(run_dir / MODEL_DIR, decoder, vocab, CaptionerConfig(config.encoder, decoder_config, config.encoder_weights, training=training_info),
-                           extra_json={CONFIG_FILE: config.to_json()})
+                           extra_json={CONFIG_FILE: config.portable()})
         trainer.save_checkpoint(run_dir / CHECKPOINT_FILE, state)
         shown = f"val loss {val_loss:.4f}{'  *best*' if improved else ''}" if val_loss is not None else "no validation"
         log.info("epoch %2d/%d  train loss %.4f  %s  %.0fs (%.0f captions/s)", epoch + 1, config.epochs, record["train_loss"], shown, seconds, record["captions_per_s"])
