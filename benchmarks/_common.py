@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: default paths, timing, tables, JSON output."""
+"""Helpers shared by the benchmark scripts: default paths, the machine line, timing, tables, JSON output."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the tables
 
+from captioner.defaults import default_model_dir  # noqa: E402  (light: no TensorFlow)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "flickr8k"  # ../shared/flickr8k from the repo root
-DEFAULT_MODEL = REPO_ROOT / "models" / "flickr8k"
+DEFAULT_MODEL = default_model_dir()  # the shipped model (src/captioner/pretrained/flickr8k), or $CAPTIONER_MODEL
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
@@ -27,15 +29,63 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _cpuinfo() -> tuple[str | None, set[str] | None]:
+    """(CPU model name, CPU flags) of the first processor in /proc/cpuinfo; None where unknown."""
+    model, flags = None, None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                name = name.strip()
+                if name == "model name" and model is None:
+                    model = value.strip()
+                elif name == "flags" and flags is None:
+                    flags = set(value.split())
+                if model is not None and flags is not None:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
 def machine() -> dict:
-    """What the numbers were measured on: CPU count, load average, Python and TensorFlow versions."""
-    info = {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2), "python": platform.python_version()}
+    """What the numbers were measured on: CPU model and AVX-512, CPU count, load average, versions.
+
+    `avx512` is whether the CPU has AVX-512 Foundation (flag avx512f), None if /proc/cpuinfo is
+    unreadable (not Linux).
+    """
+    model, flags = _cpuinfo()
+    info = {
+        "cpu_model": model or platform.processor() or platform.machine() or "unknown CPU",
+        "avx512": None if flags is None else "avx512f" in flags,
+        "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+    }
     try:
         import tensorflow as tf
 
         info["tensorflow"] = tf.__version__
     except ImportError:
         pass
+    return info
+
+
+def machine_line(info: dict | None = None) -> str:
+    """One line naming the machine, e.g. "machine: Intel(R) Xeon(R) ... (AVX-512: yes), 2 CPUs, ..."."""
+    info = info or machine()
+    avx512 = {True: "yes", False: "no", None: "unknown"}[info["avx512"]]
+    line = (f"machine: {info['cpu_model']} (AVX-512: {avx512}), {info['cpus']} CPUs, "
+            f"load average {info['load_average_1min']} (1 min), Python {info['python']}")
+    if "tensorflow" in info:
+        line += f", TensorFlow {info['tensorflow']}"
+    return line
+
+
+def print_machine() -> dict:
+    """Prints the machine line (every benchmark starts its output with it); returns `machine()`."""
+    info = machine()
+    print(machine_line(info), flush=True)
     return info
 
 

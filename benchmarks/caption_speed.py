@@ -4,15 +4,18 @@
     Flickr8k dev images, after warm-up calls on other images:
     - ours: `captioner.pipeline.Captioner(model).caption(path, beam_size=1)`, over `--images`
       images; also split into load / encode / decode medians;
-    - seed: the same load and encode, then `captioner.decoding.generate_desc_by_prefix`, the
+    - seed: the same load and encode, then `captioner.tutorial.generate_desc_by_prefix`, the
       seed's loop calling `model.predict` on the whole padded prefix once per word, on a
-      `define_model` model carrying the same trained decoder weights. It is slow, so it runs on
+      `captioner.tutorial.define_model` model carrying the same trained decoder weights (copied
+      by variable name; the model must have a merge decoder). It is slow, so it runs on
       the first `--seed-images` images only. The captions of both are compared (they should agree).
 (b) Throughput captioning a folder: `Captioner.caption_files(paths, batch_size=...)`, greedy, over
     `--folder-images` dev images (loading on a worker thread overlaps encoding), after a warm-up batch.
 
 Usage:
-    python benchmarks/caption_speed.py [--model models/flickr8k] [--images 50] [--seed-images 10]
+    python benchmarks/caption_speed.py [--model DIR] [--images 50] [--seed-images 10]
+
+The default model is the shipped one (`captioner.defaults.default_model_dir()`).
 """
 
 from __future__ import annotations
@@ -40,12 +43,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch when captioning a folder")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each timing")
     args = parser.parse_args(argv)
+    _common.print_machine()
 
     from captioner.artifacts import ModelDirError
     from captioner.data import load_dataset
-    from captioner.decoding import generate_desc_by_prefix
-    from captioner.models.merge import define_model
     from captioner.pipeline import Captioner
+    from captioner.tutorial import define_model, generate_desc_by_prefix
     from captioner.vocab import END, START
 
     dataset = load_dataset(args.data)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     except ModelDirError as err:
         sys.exit(f"{err}\n(train one with `captioner train` and pass --model DIR)")
     config = captioner.config.decoder
+    if config.decoder != "merge":
+        sys.exit(f"model {args.model} has a {config.decoder!r} decoder; the seed's way (define_model) needs a merge decoder")
     print(f"model {args.model}: encoder {captioner.config.encoder}, vocabulary {config.vocab_size}, max length {config.max_length}", file=sys.stderr)
 
     # (a) ours, one image at a time
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         with _common.Timer() as load:
             image = captioner.load(path)
         with _common.Timer() as encode:
-            features = captioner.encoder.encode(image[None])
+            features = captioner.features(image[None])
         with _common.Timer() as decode:
             captioner.search.caption(features, beam_size=1)
         for name, t in (("load", load), ("encode", encode), ("decode", decode)):
@@ -85,10 +90,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     # (a) the seed's way: same load and encode, then one model.predict per word
     seed_model = define_model(config.vocab_size, config.max_length, config.feature_dim, config.embedding_dim, config.units)
-    seed_model.decoder.set_weights(captioner.search.decoder.get_weights())
+    trained = captioner.decoder.variable_names()
+    for name, variable in seed_model.decoder.variable_names().items():
+        variable.assign(trained[name])
 
     def seed_caption(path: Path) -> str:
-        features = captioner.encoder.encode(captioner.load(path)[None])
+        features = captioner.features(captioner.load(path)[None])
         text = generate_desc_by_prefix(seed_model, captioner.vocab, features, config.max_length)
         return " ".join(w for w in text.split() if w not in (START, END))
 
@@ -104,10 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     # (b) a folder, in batches
     folder = dev[: args.folder_images]
-    for _ in captioner.caption_files(dev[-args.batch_size :], batch_size=args.batch_size):
+    for _ in captioner.caption_files(dev[-args.batch_size :], beam_size=1, batch_size=args.batch_size):
         pass
     with _common.Timer() as folder_time:
-        done = sum(1 for _ in captioner.caption_files(folder, batch_size=args.batch_size))
+        done = sum(1 for _ in captioner.caption_files(folder, beam_size=1, batch_size=args.batch_size))
 
     ours, seed = latency_summary(ours_seconds), latency_summary(seed_seconds)
     ratio = seed["median_ms"] / ours["median_ms"]

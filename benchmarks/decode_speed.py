@@ -1,9 +1,11 @@
 """Decoding speed: captions/second for greedy and beam search, from cached image features.
 
 Loads a trained captioner (`captioner.artifacts.load_captioner`), wraps its decoder in a
-`captioner.decoding.SearchDecoder`, and reads the Flickr8k dev images' pooled features from the
-feature cache of the model's encoder (decode only: no image loading, no encoder). For each search
-(greedy, beam 3, beam 5 by default) and each batch size (1 and 64):
+`captioner.decoding.SearchDecoder`, and reads the Flickr8k dev images' features (pooled, or the
+grid for a decoder that attends) from the feature store of the model's encoder, in memory before
+any timing (decode only: no image loading, no encoder). Of the dev images used, those the store
+lacks are encoded into it first (`captioner.features.update_features`, untimed). For each search (greedy, beam 3,
+beam 5 by default) and each batch size (1 and 64):
 
 - one untimed warm-up call (the compiled search traces once per input signature);
 - then `--calls-at-1` calls of one image each, or `--batches` calls of a whole batch, every call
@@ -15,7 +17,9 @@ caption length, and the ratio of beam 3's median time per call to greedy's at ba
 under 2).
 
 Usage:
-    python benchmarks/decode_speed.py [--model models/flickr8k] [--beams 1 3 5] [--batch-sizes 1 64]
+    python benchmarks/decode_speed.py [--model DIR] [--beams 1 3 5] [--batch-sizes 1 64]
+
+The default model is the shipped one (`captioner.defaults.default_model_dir()`).
 """
 
 from __future__ import annotations
@@ -36,11 +40,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calls-at-1", type=int, default=50, help="timed calls at batch size 1")
     parser.add_argument("--batches", type=int, default=5, help="timed calls at batch sizes above 1")
     args = parser.parse_args(argv)
+    _common.print_machine()
+
+    import numpy as np
 
     from captioner.artifacts import ModelDirError, load_captioner
     from captioner.data import load_dataset
     from captioner.decoding import SearchDecoder
-    from captioner.features import META_FILE, FeatureCache, default_cache_dir
+    from captioner.features import FeatureStore, default_cache_dir, update_features
+    from captioner.models.base import GRID
+    from captioner.training.batches import FeatureReader
 
     try:
         decoder, vocab, config = load_captioner(args.model)
@@ -50,16 +59,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     dataset = load_dataset(args.data)
     keys = dataset.split_images("dev")
-    cache_dir = default_cache_dir(dataset.image_dir, config.encoder, weights=config.encoder_weights)
-    if not (cache_dir / META_FILE).exists():
-        sys.exit(f"no {config.encoder} feature cache at {cache_dir}; run `captioner extract` on {dataset.image_dir} first")
-    _, features = FeatureCache(cache_dir, config.encoder, config.encoder_weights).load(keys)
-    features = features.astype("float32")
     needed = max(args.calls_at_1 if b == 1 else b * args.batches for b in args.batch_sizes) + max(args.batch_sizes)
+    if len(keys) < needed:
+        sys.exit(f"the dev split has {len(keys)} images, {needed} needed; lower --calls-at-1 or --batches")
+    keys = keys[:needed]
+    grid = decoder.features == GRID
+    store = FeatureStore(default_cache_dir(dataset.image_dir, config.encoder, grid, config.encoder_weights),
+                         config.encoder, config.encoder_weights, spatial=grid)
+    report = update_features(store, {k: dataset.image_path(k) for k in keys})  # untimed; usually all reused
+    if report.encoded or report.failed:
+        print(f"feature store {store.directory}: {report}", file=sys.stderr)
+    found = [k for k in keys if k in store]
+    features = FeatureReader(store, store.positions(found), decoder.features).read(np.arange(len(found)))  # float32
     if len(features) < needed:
-        sys.exit(f"{len(features)} dev features cached, {needed} needed; lower --calls-at-1 or --batches")
+        sys.exit(f"{len(features)} dev images readable, {needed} needed; lower --calls-at-1 or --batches")
     print(f"model {args.model}: vocabulary {config.decoder.vocab_size}, max length {config.decoder.max_length}; "
-          f"{len(features)} cached dev features", file=sys.stderr)
+          f"{len(features)} dev images' features", file=sys.stderr)
 
     # Searches are interleaved call by call on the same images, so background load, which varies
     # over time, affects them alike and their ratios stay meaningful on a busy machine.

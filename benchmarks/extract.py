@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--xception-weights", default=None, choices=["imagenet"],
                         help="Xception weights (default random: ImageNet ones need a download; same speed)")
     args = parser.parse_args(argv)
+    _common.print_machine()
 
     from captioner.data import load_dataset
 

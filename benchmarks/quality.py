@@ -17,14 +17,13 @@ import json
 import time
 from pathlib import Path
 
-import captioner  # noqa: F401  (quiet TensorFlow logging)
+import _common  # first: quiet TensorFlow logging
 from captioner.data import load_dataset
-from captioner.decoding import DEFAULT_LENGTH_PENALTY
-from captioner.evaluation import score_captions
-from captioner.pipeline import Captioner, default_model_dir
+from captioner.defaults import LENGTH_PENALTY, default_model_dir
+from captioner.metrics import score_captions
+from captioner.pipeline import Captioner
 from captioner.report import generate_split_captions
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "nltk_BLEU-1", "nltk_BLEU-4"]
 
 
@@ -36,15 +35,16 @@ def most_frequent_caption(dataset, split: str = "train") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "flickr8k"))
+    parser.add_argument("--data", default=str(_common.DEFAULT_DATA))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5], help="beam sizes to score (1 = greedy)")
-    parser.add_argument("--length-penalty", type=float, default=DEFAULT_LENGTH_PENALTY, help="beam score = log-prob / length**alpha")
+    parser.add_argument("--length-penalty", type=float, default=LENGTH_PENALTY, help="beam score = log-prob / length**alpha")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--limit-images", type=int, default=None)
     parser.add_argument("--no-java", action="store_true", help="Python PTB tokenizer, no METEOR")
     parser.add_argument("--json", type=Path, default=None, help="also write all numbers here")
     args = parser.parse_args()
+    machine = _common.print_machine()
 
     dataset = load_dataset(args.data)
     keys = dataset.split_images(args.split)[: args.limit_images]
@@ -77,7 +77,8 @@ def main() -> None:
             print(f"note: {metric} skipped for {name}: {reason}")
             break
     if args.json:
-        args.json.write_text(json.dumps({"model": str(model.model_dir), "split": args.split, "images": len(keys), "runs": runs}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine, "model": str(model.model_dir), "split": args.split, "images": len(keys),
+                                         "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Training throughput: captions/second, `captioner.training` against the seed's way.
 
 Both sides train the same merge decoder (same vocabulary, max length, feature size, embedding and
-LSTM sizes) on the same cached EfficientNet-Lite0 features of the first `--images` training images
-of Flickr8k (5 captions each):
+LSTM sizes) on the same EfficientNet-Lite0 pooled features of the first `--images` training images
+of Flickr8k (5 captions each), from the feature store (`captioner.features.FeatureStore`; images
+it lacks are encoded into it first, untimed):
 
 - ours: `Trainer.train_step` over `make_dataset` batches in `epoch_order` (one example per
-  caption, teacher forcing, padding masked), for `--epochs` passes over the captions;
-- seed: `define_model` + `create_sequences` / `data_generator` + `model.fit(generator,
-  steps_per_epoch=<images>)` (one example per caption prefix, one batch per photo), one epoch;
+  caption, teacher forcing, padding masked; features streamed from the store by a
+  `FeatureReader`, as `captioner train` does), for `--epochs` passes over the captions;
+- seed: `captioner.tutorial.define_model` + `create_sequences` / `data_generator` +
+  `model.fit(generator, steps_per_epoch=<images>)` (one example per caption prefix, one batch per
+  photo, features held in memory), one epoch;
 - seed, tutorial model (on the first `--tutorial-images` images; 0 skips it): the same generator
   and `fit`, on the model exactly as the classic tutorial builds it (fresh layers, LSTM returning
   only its last state): this row checks that `define_model` is not a slowed-down baseline.
@@ -49,27 +52,28 @@ def tutorial_model(vocab_size: int, max_length: int, feature_dim: int, embedding
     return model
 
 
-def time_ours(captions, features_by_key, vocab, max_length, epochs, sizes) -> dict:
+def time_ours(captions, store, vocab, max_length, epochs, sizes) -> dict:
     """Trains with `captioner.training` for `epochs` passes; returns counts and seconds."""
-    import numpy as np
-
-    from captioner.models.merge import MergeConfig, build_decoder
-    from captioner.training import CaptionArrays, Trainer, TrainConfig, encode_captions, epoch_order, make_dataset
+    from captioner.models.base import POOLED, build_decoder, make_config
+    from captioner.training import TrainConfig
+    from captioner.training.batches import CaptionArrays, FeatureReader, encode_captions, epoch_order, make_dataset
+    from captioner.training.loop import Trainer
 
     keys, image_index, tokens = encode_captions(captions, vocab, max_length)
-    arrays = CaptionArrays(image_index, tokens, np.stack([features_by_key[k] for k in keys]))
+    arrays = CaptionArrays(image_index, tokens, keys, store.positions(keys))
+    reader = FeatureReader(store, arrays.positions, POOLED)
     config = TrainConfig(data="", output="", max_length=max_length, **sizes)
-    decoder = build_decoder(MergeConfig(len(vocab), max_length, arrays.features.shape[1], **sizes))
+    decoder = build_decoder(make_config("merge", vocab_size=len(vocab), max_length=max_length, feature_dim=store.shape[0], **sizes))
     trainer = Trainer(decoder, config)
 
-    for inputs, targets in itertools.islice(make_dataset(arrays, config.batch_size), 3):  # warm-up: trace
+    for inputs, targets in itertools.islice(make_dataset(arrays, reader, config.batch_size), 3):  # warm-up: trace
         float(trainer.train_step(inputs, targets))
 
     losses = []
     with _common.Timer() as timer:
         for epoch in range(epochs):
             order = epoch_order(arrays.lengths, config.batch_size, config.seed, epoch)
-            for inputs, targets in make_dataset(arrays, config.batch_size, order):
+            for inputs, targets in make_dataset(arrays, reader, config.batch_size, order):
                 losses.append(float(trainer.train_step(inputs, targets)))  # as `train` does: one sync per batch
     n = len(tokens) * epochs
     return {"captions": n, "predictions": int((arrays.lengths - 1).sum()) * epochs, "seconds": timer.seconds,
@@ -78,7 +82,7 @@ def time_ours(captions, features_by_key, vocab, max_length, epochs, sizes) -> di
 
 def time_seed(model, captions, features_by_key, vocab, max_length) -> dict:
     """One epoch of the seed's `data_generator` + `model.fit`; returns counts and seconds."""
-    from captioner.models.merge import data_generator
+    from captioner.tutorial import data_generator
     from captioner.vocab import END, START
 
     descriptions = {k: [f"{START} {c} {END}" for c in cs] for k, cs in captions.items()}
@@ -109,13 +113,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tutorial-images", type=int, default=100,
                         help="training images for the tutorial-exact seed model (0: skip it)")
     args = parser.parse_args(argv)
+    _common.print_machine()
 
     import keras
     import numpy as np
 
     from captioner.data import load_dataset
-    from captioner.features import FeatureCache, default_cache_dir
-    from captioner.models.merge import define_model
+    from captioner.features import FeatureStore, default_cache_dir, update_features
+    from captioner.tutorial import define_model
     from captioner.vocab import Vocabulary
 
     dataset = load_dataset(args.data)
@@ -123,10 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
     vocab = Vocabulary.build((c for cs in train.values() for c in cs), min_count=args.min_count)
     max_length = args.max_length or max(len(vocab.encode(c)) for cs in train.values() for c in cs)
     captions = dict(itertools.islice(train.items(), args.images))
-    cache = FeatureCache(default_cache_dir(dataset.image_dir, "efficientnet_lite0"), "efficientnet_lite0")
-    found, features = cache.load(captions)
-    if len(found) != len(captions):
-        sys.exit(f"feature cache {cache.directory} lacks {len(captions) - len(found)} of the images; run `captioner extract` first")
+    store = FeatureStore(default_cache_dir(dataset.image_dir, "efficientnet_lite0"), "efficientnet_lite0")
+    report = update_features(store, {k: dataset.image_path(k) for k in captions})  # untimed; usually all reused
+    if report.encoded or report.failed:
+        print(f"feature store {store.directory}: {report}", file=sys.stderr)
+    if report.failed:
+        sys.exit(f"{len(report.failed)} of the images could not be read (first: {next(iter(report.failed.values()))})")
+    found, features = store.load(captions)
     features_by_key = dict(zip(found, features.astype(np.float32)))
     feature_dim = features.shape[1]
     sizes = {"embedding_dim": args.embedding_dim, "units": args.units, "dropout": 0.5}
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {}
     keras.utils.set_random_seed(0)
-    results["ours"] = time_ours(captions, features_by_key, vocab, max_length, args.epochs, sizes)
+    results["ours"] = time_ours(captions, store, vocab, max_length, args.epochs, sizes)
     print(f"ours: {results['ours']['captions'] / results['ours']['seconds']:.0f} captions/s", file=sys.stderr)
     seed_model = define_model(len(vocab), max_length, feature_dim, **sizes)
     results["seed"] = time_seed(seed_model, captions, features_by_key, vocab, max_length)
