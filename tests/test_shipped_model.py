@@ -55,3 +55,35 @@ def test_no_tensorflow_start_up_lines_reach_the_terminal(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0 and done.stdout.strip() == PINNED["coffee.jpg"]
     assert done.stderr == "", done.stderr
+
+
+def test_models_lists_the_shipped_model_with_its_card(capsys, tmp_path):
+    assert main(["models", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "flickr8k  (shipped; merge decoder, efficientnet_lite2, trained on flickr8k)" in out
+
+
+def test_version_names_tensorflow_and_keras(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    out = capsys.readouterr().out
+    assert out.startswith("captioner ") and "TensorFlow " in out and "Keras " in out
+
+
+def test_an_installed_wheel_carries_the_shipped_model_and_presets(tmp_path):
+    import zipfile
+
+    import shutil
+
+    root = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    checkout = Path(__file__).resolve().parents[1]
+    shutil.copytree(checkout / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(checkout / name, root / name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = zipfile.ZipFile(next(tmp_path.glob("captioner-*.whl"))).namelist()
+    for needed in ("weights.npz", "config.json", "vocab.json", "train_config.json"):
+        assert f"captioner/pretrained/flickr8k/{needed}" in names
+    assert "captioner/configs/flickr8k.json" in names

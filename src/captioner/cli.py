@@ -122,13 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="captioner", description="Image captioning: CNN encoder + LSTM decoder.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines")
     parser.add_argument("--verbose", action="store_true", help="list every skipped dataset line, not just the first few")
-    parser.add_argument("--version", action="version", version=f"captioner {__version__}")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     _add_caption(sub)
     _add_train(sub)
     _add_extract(sub)
     _add_evaluate(sub)
     sub.add_parser("encoders", help="list the available image encoders")
+    p = sub.add_parser("models", help="list the shipped models and those trained here, with their model cards' summaries")
+    p.add_argument("dirs", nargs="*", type=Path, help="where to look for trained models (default: ./runs)")
     return parser
 
 
@@ -269,7 +271,34 @@ def cmd_encoders(args) -> int:
     return 0
 
 
-COMMANDS = {"caption": cmd_caption, "train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate, "encoders": cmd_encoders}
+def cmd_models(args) -> int:
+    from captioner.catalog import find_models
+
+    for entry in find_models(args.dirs or None):
+        kind = "shipped" if entry.shipped else "local"
+        print(f"{entry.name}  ({kind}; {entry.decoder} decoder, {entry.encoder}, trained on {entry.dataset or 'unknown data'})")
+        print(f"    {entry.path}")
+        if entry.summary:
+            print(f"    {entry.summary}")
+    return 0
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    def installed(*names: str) -> str:
+        for name in names:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return "not installed"
+
+    return f"captioner {__version__} (TensorFlow {installed('tensorflow-cpu', 'tensorflow')}, Keras {installed('keras')})"
+
+
+COMMANDS = {"caption": cmd_caption, "train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate, "encoders": cmd_encoders,
+            "models": cmd_models}
 
 
 # --- quiet start, logging, errors -------------------------------------------------------------------
