@@ -16,13 +16,20 @@ import pytest
 pytest.importorskip("pycocoevalcap")
 pytest.importorskip("nltk")
 
-from captioner.metrics import scorers as evaluation  # noqa: E402
+from captioner.errors import ArgumentError, UserError  # noqa: E402
 from captioner.metrics import (  # noqa: E402
+    PTB_PUNCTUATIONS,
+    TOKENIZER_JAVA,
+    TOKENIZER_PYTHON,
+    CiderD,
     EvaluationResult,
+    JavaNotFoundError,
+    nltk_tokenize,
     ptb_tokenize_java,
     ptb_tokenize_python,
     score_captions,
 )
+from captioner.metrics import scorers, tokenize  # noqa: E402  (tests replace java_path and the METEOR command)
 
 HAS_JAVA = shutil.which("java") is not None
 needs_java = pytest.mark.skipif(not HAS_JAVA, reason="Java not installed")
@@ -166,20 +173,20 @@ def test_nltk_bleu_equals_nltk_corpus_bleu_on_the_same_tokens():
 
     result = score_captions(HYPS, REFS, use_java=False)
     keys = list(HYPS)
-    list_of_refs = [[evaluation.nltk_tokenize(r) for r in REFS[k]] for k in keys]
-    hyps = [evaluation.nltk_tokenize(HYPS[k]) for k in keys]
+    list_of_refs = [[nltk_tokenize(r) for r in REFS[k]] for k in keys]
+    hyps = [nltk_tokenize(HYPS[k]) for k in keys]
     weights = [(1, 0, 0, 0), (0.5, 0.5, 0, 0), (1 / 3, 1 / 3, 1 / 3, 0), (0.25, 0.25, 0.25, 0.25)]
     for n, w in enumerate(weights, start=1):
         assert result.metrics[f"nltk_BLEU-{n}"] == pytest.approx(corpus_bleu(list_of_refs, hyps, weights=w), abs=1e-12)
     # On this set the cleaning and PTB tokens agree, so NLTK's corpus BLEU equals coco's BLEU too.
     expected = reference_bleu(HYPS, REFS)
     assert [result.metrics[f"nltk_BLEU-{n}"] for n in range(1, 5)] == pytest.approx(expected, abs=1e-6)
-    assert evaluation.nltk_tokenize("A dog's 2 toys, outside.") == ["a", "dogs", "toys", "outside"]
+    assert nltk_tokenize("A dog's 2 toys, outside.") == ["a", "dogs", "toys", "outside"]
 
 
 def test_no_java_path_reports_meteor_and_spice_skipped(capsys):
     result = score_captions(HYPS, REFS, use_java=False, spice=True)
-    assert result.tokenizer == evaluation.TOKENIZER_PYTHON
+    assert result.tokenizer == TOKENIZER_PYTHON
     assert "METEOR" not in result.metrics and "SPICE" not in result.metrics
     assert result.skipped["METEOR"] == "Java not used (use_java=False)"
     assert result.skipped["SPICE"] == "Java not used (use_java=False)"
@@ -188,12 +195,16 @@ def test_no_java_path_reports_meteor_and_spice_skipped(capsys):
 
 
 def test_missing_java_is_reported_as_not_found(monkeypatch):
-    monkeypatch.setattr(evaluation, "java_path", lambda: None)
+    monkeypatch.setattr(scorers, "java_path", lambda: None)
     result = score_captions(HYPS, REFS)
     assert result.skipped["METEOR"] == "Java not found (no `java` on PATH)"
-    assert result.tokenizer == evaluation.TOKENIZER_PYTHON
-    with pytest.raises(RuntimeError, match="Java not found"):
+    assert result.tokenizer == TOKENIZER_PYTHON
+    with pytest.raises(JavaNotFoundError, match="Java not found") as info:
         score_captions(HYPS, REFS, use_java=True)
+    assert isinstance(info.value, UserError) and isinstance(info.value, RuntimeError)  # RuntimeError as before
+    monkeypatch.setattr(tokenize, "java_path", lambda: None)
+    with pytest.raises(JavaNotFoundError):
+        ptb_tokenize_java(["a dog"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,7 +214,7 @@ def test_missing_java_is_reported_as_not_found(monkeypatch):
 def test_key_mismatch_names_the_keys():
     refs = {**REFS, "img5": ["A cat."]}
     hyps = {**HYPS, "img9": "a bird"}
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ArgumentError) as info:  # a UserError (and a ValueError)
         score_captions(hyps, refs, use_java=False)
     assert "'img9'" in str(info.value) and "'img5'" in str(info.value)
 
@@ -211,8 +222,8 @@ def test_key_mismatch_names_the_keys():
 @pytest.mark.parametrize(
     "hyps, refs, error",
     [
-        ({}, {}, ValueError),
-        ({"a": "a dog"}, {"a": []}, ValueError),
+        ({}, {}, ArgumentError),
+        ({"a": "a dog"}, {"a": []}, ArgumentError),
         ({"a": "a dog"}, {"a": "A dog."}, TypeError),
         ({"a": ["a dog"]}, {"a": ["A dog."]}, TypeError),
     ],
@@ -242,6 +253,76 @@ def test_result_table_and_dict():
     ends = {len(line.split("  skipped")[0].rstrip()) for line in score_lines}
     assert len(ends) == 1
     assert f"{100 * result.metrics['CIDEr-D']:.2f}" in result.format_table(decimals=2)
+
+
+# --------------------------------------------------------------------------------------------
+# CiderD: CIDEr-D with document frequencies from a fixed corpus
+
+
+def coco_cider(hyps: dict[str, str], refs: dict[str, list[str]]):
+    """pycocoevalcap's CIDEr-D (document frequencies from the scored set) on Python-PTB tokens."""
+    from pycocoevalcap.cider.cider import Cider
+
+    keys = list(hyps)
+    res = {k: ptb_tokenize_python([hyps[k]]) for k in keys}
+    gts = {k: ptb_tokenize_python(refs[k]) for k in keys}
+    return Cider().compute_score(gts, res)
+
+
+def test_cider_d_matches_pycocoevalcap_when_the_corpus_is_the_scored_set():
+    cider = CiderD(UNION_REFS)
+    assert cider.num_images == 12
+    mean, per_key = cider.score(UNION_HYPS)
+    expected_mean, expected = coco_cider(UNION_HYPS, UNION_REFS)
+    assert per_key.shape == (12,)
+    assert per_key == pytest.approx(expected, abs=1e-12)
+    assert mean == pytest.approx(expected_mean, abs=1e-12)
+    # ... and score_captions' CIDEr-D (same tokens, same scorer) on the same set.
+    assert mean == pytest.approx(score_captions(UNION_HYPS, UNION_REFS, use_java=False).metrics["CIDEr-D"], abs=1e-12)
+
+
+def test_cider_d_identical_scores_high_unrelated_zero():
+    cider = CiderD(REFS)
+    perfect_mean, perfect = cider.score(PERFECT)
+    wrong_mean, wrong = cider.score(WRONG)
+    model_mean, _ = cider.score(HYPS)
+    assert perfect_mean > 1.0 and all(perfect > 1.0)
+    assert wrong_mean == pytest.approx(0.0, abs=1e-12) and wrong == pytest.approx([0.0] * 4, abs=1e-12)
+    assert perfect_mean > model_mean > wrong_mean
+    # Raw text is PTB-tokenised: case and punctuation do not matter.
+    shouted = {k: v.upper().replace(" ", " , ") + " !" for k, v in HYPS.items()}
+    assert cider.score(shouted)[1] == pytest.approx(cider.score(HYPS)[1], abs=1e-12)
+
+
+def test_cider_d_keeps_the_corpus_document_frequencies_for_any_batch():
+    cider = CiderD(UNION_REFS)
+    _, full = cider.score(UNION_HYPS)
+    # A batch of 3 images is weighted by the 12-image corpus, not by itself ...
+    batch = {k: UNION_HYPS[k] for k in ("m_img2", "p_img4", "m_img1")}
+    _, scores = cider.score(batch)
+    keys = list(UNION_HYPS)
+    assert scores == pytest.approx([full[keys.index(k)] for k in batch], abs=1e-12)
+    # ... which is not what coco-caption gives the batch alone.
+    _, alone = coco_cider(batch, {k: UNION_REFS[k] for k in batch})
+    assert not scores == pytest.approx(alone, abs=1e-6)
+    # Unseen n-grams in hypotheses do not grow the corpus statistics.
+    before = len(cider._document_frequency)
+    cider.score({"m_img1": "zebras xylophone quokka"})
+    assert len(cider._document_frequency) == before
+
+
+def test_cider_d_bad_inputs():
+    with pytest.raises(ArgumentError):
+        CiderD({})
+    with pytest.raises(ArgumentError):
+        CiderD({"a": []})
+    cider = CiderD(REFS)
+    with pytest.raises(ArgumentError, match="'nope'"):
+        cider.score({"nope": "a dog"})
+    with pytest.raises(ArgumentError):
+        cider.score({})
+    with pytest.raises(TypeError):
+        cider.score({"img1": ["a dog"]})
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +358,7 @@ def test_python_ptb_tokenizer(raw, expected):
 def test_punctuation_list_is_coco_captions():
     from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
-    assert evaluation.PTB_PUNCTUATIONS == PUNCTUATIONS
+    assert PTB_PUNCTUATIONS == PUNCTUATIONS
 
 
 TYPICAL_CAPTIONS = [
@@ -313,7 +394,7 @@ def test_python_tokenizer_matches_java_tokenizer():
 
 @needs_java
 def test_java_run_matches_independent_bleu_and_rouge(java_result):
-    assert java_result.tokenizer == evaluation.TOKENIZER_JAVA
+    assert java_result.tokenizer == TOKENIZER_JAVA
     assert java_result.num_images == 12
     got = [java_result.metrics[f"BLEU-{n}"] for n in range(1, 5)]
     assert got == pytest.approx(reference_bleu(UNION_HYPS, UNION_REFS), abs=1e-6)
@@ -352,18 +433,18 @@ def test_spice_runs_or_is_skipped_with_a_reason(java_result):
 @pytest.fixture
 def fake_java(monkeypatch):
     """Pretend Java exists; the PTB tokenizer then fails (falls back) and METEOR runs `command`."""
-    started: list[evaluation._MeteorProcess] = []
-    real_init = evaluation._MeteorProcess.__init__
+    started: list[scorers._MeteorProcess] = []
+    real_init = scorers._MeteorProcess.__init__
 
     def recording_init(self, java):
         real_init(self, java)
         started.append(self)
 
-    monkeypatch.setattr(evaluation, "java_path", lambda: "/nonexistent/java")
-    monkeypatch.setattr(evaluation._MeteorProcess, "__init__", recording_init)
+    monkeypatch.setattr(scorers, "java_path", lambda: "/nonexistent/java")
+    monkeypatch.setattr(scorers._MeteorProcess, "__init__", recording_init)
 
     def use(command: list[str]):
-        monkeypatch.setattr(evaluation, "_meteor_command", lambda java, jar: command)
+        monkeypatch.setattr(scorers, "_meteor_command", lambda java, jar: command)
         return started
 
     return use
@@ -376,7 +457,7 @@ def test_meteor_crash_is_skipped_with_reason(fake_java):
     assert result.skipped["METEOR"].startswith("METEOR failed")
     assert "boom" in result.skipped["METEOR"]
     assert any("Java PTB tokenizer failed" in note for note in result.notes)
-    assert result.tokenizer == evaluation.TOKENIZER_PYTHON
+    assert result.tokenizer == TOKENIZER_PYTHON
     assert result.metrics["BLEU-4"] == pytest.approx(reference_bleu(HYPS, REFS)[3], abs=1e-6)
     assert started and all(p.proc.returncode is not None for p in started)
 
