@@ -18,9 +18,9 @@ the decode's memory where it makes one (`_decode_bytes`). Prints a Markdown tabl
 Usage:
     python benchmarks/image_memory.py [--size 224] [--module path/to/images.py] [--json out.json]
 
-`--module` measures another copy of images.py (for example the previous version, saved with
-`git show HEAD~1:src/captioner/images.py > /tmp/images_old.py`); the default is the installed
-`captioner.images`. `--size 0` loads at full size (size=None).
+`--module` measures another copy of images.py from before it became a package (for example saved
+with `git show 11a5723:src/captioner/images.py > /tmp/images_old.py`), or of images/decode.py; the
+default is the installed `captioner.images`. `--size 0` loads at full size (size=None).
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ if module_path:
     import importlib.util
     spec = importlib.util.spec_from_file_location("images_under_test", module_path)
     images = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = images  # @dataclass looks its module up there
     spec.loader.exec_module(images)
 else:
-    from captioner import images
+    from captioner.images import decode as images  # the module whose _decode_bytes load_image calls
 import numpy, PIL.Image  # both imported before the baseline is taken
 estimates = []
 if hasattr(images, "_decode_bytes"):

@@ -308,8 +308,6 @@ def test_dev_zero_is_refused_before_reading():
 def test_fifo_swapped_in_after_the_check_cannot_block(tmp_path, monkeypatch):
     # The stat happens first; if a FIFO appears by the time of the open, the non-blocking open
     # and the fstat of the open file still refuse it instead of waiting for a writer.
-    import captioner.images as images
-
     path = tmp_path / "x.jpg"
     path.write_bytes(image_bytes(photo(), "JPEG"))
     real_stat = os.stat
@@ -323,7 +321,7 @@ def test_fifo_swapped_in_after_the_check_cannot_block(tmp_path, monkeypatch):
             os.mkfifo(path)
         return result
 
-    monkeypatch.setattr(images.os, "stat", stat_then_swap)
+    monkeypatch.setattr(os, "stat", stat_then_swap)  # the os module that captioner.images.files uses
     outcome = check_contract(path)
     assert swapped
     assert isinstance(outcome, ImageError) and outcome.problem == "not a regular file (fifo)"

@@ -447,9 +447,17 @@ def test_scan_images_missing_directory_still_raises(tmp_path):
 
 def test_library_logs_instead_of_printing():
     import ast
+    import importlib
+    import pkgutil
+
     import captioner.images as images
 
-    tree = ast.parse(open(images.__file__).read())
-    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    assert "print" not in calls
+    modules = [images] + [importlib.import_module(f"captioner.images.{m.name}") for m in pkgutil.iter_modules(images.__path__)]
+    assert len(modules) > 1
+    for module in modules:
+        tree = ast.parse(open(module.__file__).read())
+        calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+        assert "print" not in calls, module.__name__
+        if hasattr(module, "logger"):
+            assert module.logger.name == "captioner.images", module.__name__
     assert images.logger.name == "captioner.images"
