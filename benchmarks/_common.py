@@ -9,12 +9,12 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the tables
 
-from captioner.defaults import default_model_dir  # noqa: E402  (light: no TensorFlow)
+from captioner.defaults import default_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "flickr8k"  # ../shared/flickr8k from the repo root
@@ -112,7 +112,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 class Timer:
     """Context manager measuring wall-clock seconds: `with Timer() as t: ...; t.seconds`."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.started = time.perf_counter()
         return self
 

@@ -341,7 +341,7 @@ def test_a_broken_dataset_is_not_no_dataset(tiny_flickr8k, tmp_path):
     assert str(info.value) == f"{tiny_flickr8k.caption_file}: not UTF-8 text (byte 0xe9 on line 1); re-save the file as UTF-8"
     for name in ("a.csv", "b.csv"):
         write(tmp_path / "two" / name, "image,caption\na.jpg,A dog\n")
-    with pytest.raises(DatasetError, match="expected exactly one CSV file here, found a.csv, b.csv") as info:
+    with pytest.raises(DatasetError, match=r"expected exactly one CSV file here, found a\.csv, b\.csv") as info:
         load_dataset(tmp_path / "two")
     assert not isinstance(info.value, NoDatasetError)
 
@@ -389,7 +389,7 @@ def test_only_outside_paths_is_a_clear_error(make_karpathy):
     for entry in doc["images"]:
         entry["filepath"] = "../.."
     tiny.caption_file.write_text(json.dumps(doc))
-    with pytest.raises(DatasetError, match="all 10 image paths are outside the dataset folder .*allow_outside_paths=True"):
+    with pytest.raises(DatasetError, match=r"all 10 image paths are outside the dataset folder .*allow_outside_paths=True"):
         load_dataset(tiny.root)
 
 
@@ -487,7 +487,7 @@ def test_csv_in_the_wrong_format(tmp_path, content, problem):
 
 def test_csv_with_only_bad_rows(tmp_path):
     csv_file = write(tmp_path / "caps.csv", "image,caption\nnot-an-image,hello\n")
-    with pytest.raises(DatasetError, match="no valid row: caps.csv line 2: 'not-an-image' is not an image file name"):
+    with pytest.raises(DatasetError, match=r"no valid row: caps\.csv line 2: 'not-an-image' is not an image file name"):
         load_dataset(csv_file, check_images=False)
 
 

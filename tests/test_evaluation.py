@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("pycocoevalcap")
 pytest.importorskip("nltk")
 
-from captioner.errors import ArgumentError, UserError  # noqa: E402
-from captioner.metrics import (  # noqa: E402
+from captioner.errors import ArgumentError, UserError
+from captioner.metrics import (
     PTB_PUNCTUATIONS,
     TOKENIZER_JAVA,
     TOKENIZER_PYTHON,
@@ -28,8 +28,9 @@ from captioner.metrics import (  # noqa: E402
     ptb_tokenize_java,
     ptb_tokenize_python,
     score_captions,
+    scorers,
+    tokenize,
 )
-from captioner.metrics import scorers, tokenize  # noqa: E402  (tests replace java_path and the METEOR command)
 
 HAS_JAVA = shutil.which("java") is not None
 needs_java = pytest.mark.skipif(not HAS_JAVA, reason="Java not installed")

@@ -5,8 +5,8 @@ import collections
 import numpy as np
 import pytest
 
-from captioner.metrics import score_captions
 from captioner.defaults import default_model_dir
+from captioner.metrics import score_captions
 from captioner.pipeline import Captioner
 from captioner.report import generate_split_captions
 from captioner.training import TrainConfig, train

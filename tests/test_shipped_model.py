@@ -71,9 +71,8 @@ def test_version_names_tensorflow_and_keras(capsys):
 
 
 def test_an_installed_wheel_carries_the_shipped_model_and_presets(tmp_path):
-    import zipfile
-
     import shutil
+    import zipfile
 
     root = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
     checkout = Path(__file__).resolve().parents[1]

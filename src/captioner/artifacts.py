@@ -48,7 +48,7 @@ class CaptionerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "CaptionerConfig":
+    def from_json(cls, data: dict) -> CaptionerConfig:
         data = dict(data)
         data["decoder"] = config_from_json(data["decoder"])
         return cls(**data)
@@ -90,7 +90,8 @@ def save_captioner(directory: str | os.PathLike, decoder: Decoder, vocab: Vocabu
             atomic.write_json(staging / name, content)
         vocab.save(staging / VOCAB_FILE)
         arrays = {name: np.asarray(v) for name, v in decoder.variable_names().items()}
-        np.savez(staging / WEIGHTS_FILE, **{k: a.astype(np.float16) if a.dtype.kind == "f" else a for k, a in arrays.items()})
+        np.savez(staging / WEIGHTS_FILE, **{  # type: ignore[arg-type]  # numpy's stubs reject **arrays
+           k: a.astype(np.float16) if a.dtype.kind == "f" else a for k, a in arrays.items()})
         _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

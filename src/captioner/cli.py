@@ -17,8 +17,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 from captioner import __version__, defaults
 
@@ -90,7 +91,8 @@ def _add_train(sub) -> None:
         if str(field.type) == "bool":
             p.add_argument(flag, action="store_true", default=None, help=f"(default: {field.default})")
             continue
-        kind = _TRAIN_FLAG_TYPES.get(field.name) or {"int": positive_int, "int | None": positive_int, "float": positive_float}.get(str(field.type), str)
+        parsers: dict[str, Callable[[str], Any]] = {"int": positive_int, "int | None": positive_int, "float": positive_float}
+        kind = _TRAIN_FLAG_TYPES.get(field.name) or parsers.get(str(field.type), str)
         p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
 
 

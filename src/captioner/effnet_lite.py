@@ -115,7 +115,7 @@ def _prescan(f: io.BytesIO) -> None:
     for op, arg, _ in pickletools.genops(f):
         if op.name not in _SAFE_OPCODES:
             raise pickle.UnpicklingError(f"opcode {op.name} is not allowed")
-        if op.name.endswith(("PUT", "GET")) and not 0 <= arg < _MAX_MEMO_INDEX:
+        if op.name.endswith(("PUT", "GET")) and not (isinstance(arg, int) and 0 <= arg < _MAX_MEMO_INDEX):
             raise pickle.UnpicklingError(f"memo index {arg} out of range")
     f.seek(start)
 
@@ -251,9 +251,9 @@ def _check_variant(variant: int) -> None:
 
 def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
     # TF's round_filters: nearest multiple of 8, never more than 10% below the scaled value.
-    filters *= width
-    new = max(divisor, int(filters + divisor / 2) // divisor * divisor)
-    return int(new + divisor if new < 0.9 * filters else new)
+    scaled = filters * width
+    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * scaled else new)
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, conv_name: str, bn_name: str, relu6: bool = True):
@@ -313,7 +313,7 @@ def build_efficientnet_lite(
     for i, (kernel, stride, expand, filters, repeats) in enumerate(_STAGES):
         out_filters = _round_filters(filters, width)
         if 0 < i < len(_STAGES) - 1:  # Lite keeps the first and last stage at one block
-            repeats = int(math.ceil(depth * repeats))
+            repeats = math.ceil(depth * repeats)
         for j in range(repeats):
             x = _mbconv(x, in_filters, out_filters, kernel, stride if j == 0 else 1, expand, f"blocks_{block}")
             in_filters, block = out_filters, block + 1
@@ -378,7 +378,7 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray], source:
         recipe = next((r for cls, r in recipes if isinstance(layer, cls)), None)
         if recipe is None:
             continue
-        values = []
+        values: list[np.ndarray] = []
         for param, convert in recipe:
             name = f"{_torch_name(layer.name)}.{param}"
             if name not in state:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class Captioner:
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
 
         def load_batch(batch):
-            loaded = []
+            loaded: list[np.ndarray | ImageError] = []
             for path in batch:
                 try:
                     loaded.append(self.load(path))

@@ -7,12 +7,14 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from captioner import __version__, atomic, defaults
 from captioner.data import load_dataset
 from captioner.data.skipped import log_skipped_lines
 from captioner.errors import ArgumentError
-from captioner.metrics import EvaluationResult, score_captions
 from captioner.features import FeatureStore, default_cache_dir, update_features
+from captioner.metrics import EvaluationResult, score_captions
 from captioner.models.base import GRID
 from captioner.pipeline import Captioner
 from captioner.training.batches import FeatureReader
@@ -31,7 +33,7 @@ def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[
     reader = FeatureReader(store, store.positions(keys), captioner.decoder.features)
     captions: dict[str, str] = {}
     for start in range(0, len(keys), batch_size):
-        rows = list(range(start, min(start + batch_size, len(keys))))
+        rows = np.arange(start, min(start + batch_size, len(keys)))
         for key, hyps in zip(keys[start : start + batch_size], captioner.search.caption(reader.read(rows), beam_size, length_penalty=length_penalty)):
             captions[key] = hyps[0].caption
     if report.failed:

@@ -10,7 +10,7 @@ the baseline the benchmarks compare against.
 from __future__ import annotations
 
 import weakref
-from typing import Iterator
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -25,7 +25,7 @@ __all__ = ["create_sequences", "data_generator", "define_model", "extract_featur
 
 # One compiled search per (decoder, vocabulary, max length): building one traces its graphs, and
 # the tutorial calls `generate_desc` once per photo. Entries go when their decoder does.
-_SEARCHES: "weakref.WeakKeyDictionary[MergeDecoder, dict[tuple[int, int], SearchDecoder]]" = weakref.WeakKeyDictionary()
+_SEARCHES: weakref.WeakKeyDictionary[MergeDecoder, dict[tuple[int, int], SearchDecoder]] = weakref.WeakKeyDictionary()
 
 
 def define_model(

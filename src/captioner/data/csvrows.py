@@ -71,6 +71,7 @@ def read_csv(csv_file: Path, image_dir: Path) -> Raw:
             seen_header = True
             continue
         report.records += 1
+        assert image_col is not None and caption_col is not None  # the header check above guarantees both
         parsed = _parse_csv_row(row, len(columns), image_col, caption_col, split_col)
         if isinstance(parsed, str):
             report.skip(f"{csv_file.name} line {number}", parsed)

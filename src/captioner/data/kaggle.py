@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from captioner.data.base import NoDatasetError, Raw
-from captioner.data.files import find_image_dir
 from captioner.data.csvrows import read_csv
+from captioner.data.files import find_image_dir
 from captioner.data.registry import Format, register
 
 CAPTIONS_FILE = "captions.txt"

@@ -15,7 +15,6 @@ from captioner.data.base import DatasetError, LoadReport, NoDatasetError, Raw, R
 from captioner.data.files import check_key, default_image_dir, quoted, read_text
 from captioner.data.registry import Format, register
 
-
 # How an entry's place reads in messages: "dataset_coco.json images[12]".
 _PLACE = "images[{}]"
 

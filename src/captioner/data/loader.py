@@ -62,7 +62,9 @@ def load_dataset(
         raise DatasetError(path, f"unknown dataset format {format!r} (known: auto, {', '.join(format_names())})")
     elif not path.exists():
         raise NoDatasetError(path, "not found")
-    raw = get_format(name).read(path, Path(image_dir) if image_dir is not None else None)
+    reader = get_format(name)
+    assert reader is not None  # detect_format only returns registered names
+    raw = reader.read(path, Path(image_dir) if image_dir is not None else None)
     raw.report.source = raw.source.name
     dataset = _assemble(raw, name, check_images, allow_outside_paths)
     dataset.report.seconds = time.perf_counter() - started

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioner.data.base import DatasetError, NoDatasetError, Raw
+from captioner.data.base import NoDatasetError, Raw
 from captioner.data.files import read_text
 
 __all__ = ["Format", "detect_format", "format_names", "get_format", "register"]

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from captioner.data.base import DatasetError, LoadReport, Raw, Record, normalize_split
-from captioner.data.files import check_key, default_image_dir, files_with_suffix, parse_lines, quoted, single_file
 from captioner.data.csvrows import header_columns, read_csv
+from captioner.data.files import check_key, default_image_dir, files_with_suffix, parse_lines, quoted, single_file
 from captioner.data.registry import Format, register
 
 CSV_SUFFIXES = (".csv", ".tsv")

@@ -31,8 +31,8 @@ import secrets
 import socket
 import time
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -216,7 +216,7 @@ class FeatureStore:
         if mapping is None:
             raise _DamagedShard("empty shard")
         array = np.frombuffer(mapping, dtype=STORE_DTYPE, count=rows * int(np.prod(self.shape)), offset=offset).reshape(rows, *self.shape)
-        if self.verify and zlib.crc32(array) != index.get("crc32"):
+        if self.verify and zlib.crc32(array.data) != index.get("crc32"):
             raise _DamagedShard("CRC-32 mismatch (the file was changed or damaged)")
         shard = _Shard(npy, keys, sources, int(index.get("written", 0)), array, mapping)
         shard.release()

@@ -40,24 +40,24 @@ from captioner.metrics.tokenize import (
 )
 
 __all__ = [
-    "EvaluationResult",
-    "score_captions",
-    "CiderD",
-    "ptb_tokenize_python",
-    "ptb_tokenize_java",
-    "nltk_tokenize",
-    "java_path",
-    "JavaNotFoundError",
     "COCO_METRICS",
-    "NLTK_METRICS",
+    "JAVA_DISABLED",
+    "JAVA_NOT_FOUND",
     "METRIC_ORDER",
+    "NLTK_METRICS",
     "NLTK_WEIGHTS",
     "PTB_PUNCTUATIONS",
+    "SPICE_CORENLP_JARS",
     "TOKENIZER_JAVA",
     "TOKENIZER_PYTHON",
-    "JAVA_NOT_FOUND",
-    "JAVA_DISABLED",
-    "SPICE_CORENLP_JARS",
+    "CiderD",
+    "EvaluationResult",
+    "JavaNotFoundError",
+    "java_path",
+    "nltk_tokenize",
+    "ptb_tokenize_java",
+    "ptb_tokenize_python",
+    "score_captions",
 ]
 
 

@@ -16,7 +16,7 @@ Captions are tokenised by `ptb_tokenize_python` (coco-caption's PTB tokenisation
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pycocoevalcap.cider.cider_scorer import CiderScorer, cook_test

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-__all__ = ["EvaluationResult", "COCO_METRICS", "NLTK_METRICS", "METRIC_ORDER"]
+__all__ = ["COCO_METRICS", "METRIC_ORDER", "NLTK_METRICS", "EvaluationResult"]
 
 # The order metrics are reported in (tables, JSON).
 COCO_METRICS = ["BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE"]

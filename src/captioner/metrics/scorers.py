@@ -13,8 +13,9 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from captioner.errors import ArgumentError
 from captioner.metrics.result import COCO_METRICS, EvaluationResult, _ordered
@@ -30,7 +31,7 @@ from captioner.metrics.tokenize import (
     ptb_tokenize_python,
 )
 
-__all__ = ["score_captions", "NLTK_WEIGHTS", "SPICE_CORENLP_JARS", "JAVA_DISABLED"]
+__all__ = ["JAVA_DISABLED", "NLTK_WEIGHTS", "SPICE_CORENLP_JARS", "score_captions"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def _borrowed_meteor_class() -> type:
         from pycocoevalcap.meteor.meteor import Meteor
 
         class _BorrowedMeteor(Meteor):
-            def __init__(self, proc: subprocess.Popen) -> None:  # noqa: D401 - no super().__init__
+            def __init__(self, proc: subprocess.Popen) -> None:
                 self.meteor_p = proc
                 self.lock = threading.Lock()
 
@@ -169,7 +170,7 @@ class _MeteorProcess:
         with contextlib.suppress(OSError, ValueError):
             self._stderr.close()
 
-    def __enter__(self) -> "_MeteorProcess":
+    def __enter__(self) -> _MeteorProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -178,7 +179,7 @@ class _MeteorProcess:
 
 
 def _pycocoevalcap_dir() -> Path:
-    import pycocoevalcap.bleu.bleu  # noqa: F401  (pycocoevalcap has no top-level __init__)
+    import pycocoevalcap.bleu.bleu
 
     return Path(pycocoevalcap.bleu.bleu.__file__).resolve().parent.parent
 
@@ -369,8 +370,8 @@ def score_captions(
     if spice:
         t0 = time.perf_counter()
         reason = no_java_reason if not java else _spice_unavailable_reason()
-        if reason:
-            skipped["SPICE"] = reason
+        if reason or not java:
+            skipped["SPICE"] = reason or JAVA_NOT_FOUND
         else:
             try:
                 metrics["SPICE"] = _run_spice(java, gts, res, timeout)

@@ -12,20 +12,20 @@ import shutil
 import string
 import subprocess
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from captioner.errors import UserError
 
 __all__ = [
-    "ptb_tokenize_java",
-    "ptb_tokenize_python",
-    "nltk_tokenize",
-    "java_path",
-    "JavaNotFoundError",
     "PTB_PUNCTUATIONS",
     "TOKENIZER_JAVA",
     "TOKENIZER_PYTHON",
+    "JavaNotFoundError",
+    "java_path",
+    "nltk_tokenize",
+    "ptb_tokenize_java",
+    "ptb_tokenize_python",
 ]
 
 TOKENIZER_JAVA = "ptb-java (stanford-corenlp-3.4.1, as coco-caption)"
@@ -102,8 +102,7 @@ def ptb_tokenize_java(captions: Sequence[str], *, java: str | None = None, timeo
         path.write_bytes(("\n".join(captions) + "\n").encode("utf-8"))
         cmd = [java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer",
                "-preserveLines", "-lowerCase", str(path)]
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"PTBTokenizer exited with {proc.returncode}: {_tail(proc.stderr)}")
     lines = proc.stdout.decode("utf-8", errors="replace").split("\n")
@@ -151,6 +150,11 @@ _UNICODE_MAP = {
     "\u00bd": "1/2", "\u00bc": "1/4", "\u00be": "3/4",
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE_MAP)))
+
+
+def _matched(match: re.Match[str] | None) -> str:
+    """The matched text; the callers only search where a match is certain."""
+    return match.group(0) if match else ""
 
 
 def ptb_tokenize_python(captions: Sequence[str]) -> list[str]:
@@ -205,7 +209,7 @@ def _word_tokens(piece: str, nxt: str) -> list[str]:
             head.append("`")
             piece = piece[1:]
         elif piece[0] in ",;:!?":
-            run = re.match(r"[!?]+|.", piece).group(0)
+            run = _matched(re.match(r"[!?]+|.", piece))
             head.append(run)
             piece = piece[len(run):]
         elif piece.startswith("..."):
@@ -241,14 +245,14 @@ def _word_tokens(piece: str, nxt: str) -> list[str]:
             tail.append("'")
             piece = piece[:-1]
         elif last in "!?":
-            run = re.search(r"[!?]+$", piece).group(0)
+            run = _matched(re.search(r"[!?]+$", piece))
             tail.append(run)
             piece = piece[: -len(run)]
         elif last in ",;:" or (last in "/-&_#@" and len(piece) > 1):
             tail.append(last)
             piece = piece[:-1]
         elif piece.endswith(".."):
-            dots = re.search(r"\.+$", piece).group(0)
+            dots = _matched(re.search(r"\.+$", piece))
             piece = piece[: -len(dots)]
             if _keeps_period(piece, nxt):  # "a..." -> "a. . ."
                 piece, dots = piece + ".", dots[1:]

@@ -40,6 +40,7 @@ class AttentionDecoder(Decoder):
 
     def __init__(self, config: AttentionConfig, **kwargs):
         super().__init__(config, **kwargs)
+        self.alpha_c = config.alpha_c
         self.init_h = layers.Dense(config.units, activation="tanh", name="init_h")
         self.init_c = layers.Dense(config.units, activation="tanh", name="init_c")
         self.attention_keys = layers.Dense(config.attention_dim, name="attention_keys")
@@ -92,9 +93,9 @@ class AttentionDecoder(Decoder):
 
         _, _, _, all_logits, all_alphas = tf.while_loop(lambda t, *_: t < steps, body, (tf.constant(0), h, c, all_logits, all_alphas))
         logits = tf.transpose(all_logits.stack(), [1, 0, 2])  # (B, T, V)
-        if training and self.config.alpha_c:
+        if training and self.alpha_c:
             alphas = tf.transpose(all_alphas.stack(), [1, 0, 2])  # (B, T, L)
             mask = tf.cast(tokens != 0, alphas.dtype)[:, :, None]  # padding positions attend nowhere
             coverage = tf.reduce_sum(alphas * mask, axis=1)  # (B, L)
-            self.add_loss(self.config.alpha_c * tf.reduce_mean((1.0 - coverage) ** 2))
+            self.add_loss(self.alpha_c * tf.reduce_mean((1.0 - coverage) ** 2))
         return logits

@@ -84,7 +84,7 @@ class Decoder(keras.Model):
         """Input feature shape without the batch axis: (D,) or (None, D)."""
         return (self.config.feature_dim,) if self.features == POOLED else (None, self.config.feature_dim)
 
-    def build_all(self) -> "Decoder":
+    def build_all(self) -> Decoder:
         """Creates every variable by running one dummy batch (needed before loading weights)."""
         self((self.dummy_features(), np.ones((1, 2), "int32")), training=False)
         return self
@@ -104,7 +104,7 @@ class Decoder(keras.Model):
         return {**super().get_config(), "config": dataclasses.asdict(self.config)}
 
     @classmethod
-    def from_config(cls, config: dict) -> "Decoder":
+    def from_config(cls, config: dict) -> Decoder:
         return cls(cls.config_class(**config.pop("config")), **config)
 
 

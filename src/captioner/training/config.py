@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0
     preset: str | None = None  # the preset these settings started from, if any
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raises `ArgumentError` on a value that cannot work (checked before any work starts)."""
         for name in ("min_word_count", "max_length", "embedding_dim", "units", "batch_size", "epochs", "patience", "limit_images"):
             check_positive(name.replace("_", "-"), getattr(self, name))
@@ -71,7 +71,7 @@ class TrainConfig:
         atomic.write_json(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "TrainConfig":
+    def load(cls, path: str | Path) -> TrainConfig:
         try:
             data = json.loads(Path(path).read_text())
             known = {f.name for f in dataclasses.fields(cls)}

@@ -21,6 +21,7 @@ import math
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -112,12 +113,12 @@ class Trainer:
         arrays.update({f"optimizer_{i:03d}": np.asarray(v) for i, v in enumerate(self.optimizer.variables)})
         arrays["progress"] = np.array(json.dumps(progress))
         with atomic.atomic_path(path) as tmp:
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stubs reject **arrays
 
     def load_checkpoint(self, path: Path) -> dict:
         named = self.decoder.variable_names()
         weights = {id(v) for v in named.values()}
-        groups = {
+        groups: dict[str, list[tuple[Any, Any]]] = {
             "model/": list(named.items()),
             "rng_": list(enumerate(v for v in self.decoder.variables if id(v) not in weights)),
             "optimizer_": list(enumerate(self.optimizer.variables)),
@@ -215,7 +216,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
                                  embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
     decoder = build_decoder(decoder_config)
     trainer = Trainer(decoder, config)
-    state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": []}
     if resume:
         state = trainer.load_checkpoint(run_dir / CHECKPOINT_FILE)
         log.info("resuming %s after epoch %d of %d", run_dir, state["epoch"], config.epochs)
