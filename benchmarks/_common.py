@@ -75,8 +75,7 @@ def machine_line(info: dict | None = None) -> str:
     """One line naming the machine, e.g. "machine: Intel(R) Xeon(R) ... (AVX-512: yes), 2 CPUs, ..."."""
     info = info or machine()
     avx512 = {True: "yes", False: "no", None: "unknown"}[info["avx512"]]
-    line = (f"machine: {info['cpu_model']} (AVX-512: {avx512}), {info['cpus']} CPUs, "
-            f"load average {info['load_average_1min']} (1 min), Python {info['python']}")
+    line = f"machine: {info['cpu_model']} (AVX-512: {avx512}), {info['cpus']} CPUs, load average {info['load_average_1min']} (1 min), Python {info['python']}"
     if "tensorflow" in info:
         line += f", TensorFlow {info['tensorflow']}"
     return line

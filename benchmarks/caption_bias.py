@@ -69,12 +69,14 @@ def rates(captions: list[str]) -> dict[str, int]:
     """How many captions use male / female / person-neutral words, and each caption gender."""
     sets = [words(c) for c in captions]
     genders = collections.Counter(map(gender, captions))
-    return {"captions": len(captions),
-            "any_male": sum(bool(w & MALE) for w in sets),
-            "any_female": sum(bool(w & FEMALE) for w in sets),
-            "any_neutral": sum(bool(w & NEUTRAL) for w in sets),
-            "no_gendered_word": genders["none"],
-            **{f"gender_{g}": genders[g] for g in GENDERS}}
+    return {
+        "captions": len(captions),
+        "any_male": sum(bool(w & MALE) for w in sets),
+        "any_female": sum(bool(w & FEMALE) for w in sets),
+        "any_neutral": sum(bool(w & NEUTRAL) for w in sets),
+        "no_gendered_word": genders["none"],
+        **{f"gender_{g}": genders[g] for g in GENDERS},
+    }
 
 
 def ratio(male: int, female: int) -> float | None:
@@ -98,10 +100,19 @@ def analyse(hypotheses: dict[str, str], references: dict[str, list[str]]) -> dic
     gen_ratio = ratio(generated["gender_male"], generated["gender_female"])
     ref_ratio = ratio(human["gender_male"], human["gender_female"])
     images_ratio = ratio(sum(confusion["male"].values()), sum(confusion["female"].values()))
-    return {"images": len(keys), "generated": generated, "references": human, "confusion": confusion,
-            "male_female_ratio": {"generated": gen_ratio, "references": ref_ratio, "reference_majority_images": images_ratio,
-                                  "amplification": gen_ratio / ref_ratio if gen_ratio and ref_ratio else None},
-            "examples": examples}
+    return {
+        "images": len(keys),
+        "generated": generated,
+        "references": human,
+        "confusion": confusion,
+        "male_female_ratio": {
+            "generated": gen_ratio,
+            "references": ref_ratio,
+            "reference_majority_images": images_ratio,
+            "amplification": gen_ratio / ref_ratio if gen_ratio and ref_ratio else None,
+        },
+        "examples": examples,
+    }
 
 
 def pct(n: int, total: int) -> str:
@@ -110,40 +121,57 @@ def pct(n: int, total: int) -> str:
 
 def print_report(result: dict) -> None:
     gen, ref = result["generated"], result["references"]
-    print(f"\nmale words: {' '.join(sorted(MALE))}\nfemale words: {' '.join(sorted(FEMALE))}\n"
-          f"person-neutral words: {' '.join(sorted(NEUTRAL))}")
-    rows = [("a male word", "any_male"), ("a female word", "any_female"), ("a person-neutral word", "any_neutral"),
-            ("male words only", "gender_male"), ("female words only", "gender_female"),
-            ("both male and female words", "gender_both"), ("no gendered word", "gender_none")]
-    _common.print_table(["captions with", f"generated ({gen['captions']:,})", f"references ({ref['captions']:,})"],
-                        [(name, pct(gen[k], gen["captions"]), pct(ref[k], ref["captions"])) for name, k in rows],
-                        title="Gendered words, generated captions vs human references")
+    print(f"\nmale words: {' '.join(sorted(MALE))}\nfemale words: {' '.join(sorted(FEMALE))}\nperson-neutral words: {' '.join(sorted(NEUTRAL))}")
+    rows = [
+        ("a male word", "any_male"),
+        ("a female word", "any_female"),
+        ("a person-neutral word", "any_neutral"),
+        ("male words only", "gender_male"),
+        ("female words only", "gender_female"),
+        ("both male and female words", "gender_both"),
+        ("no gendered word", "gender_none"),
+    ]
+    _common.print_table(
+        ["captions with", f"generated ({gen['captions']:,})", f"references ({ref['captions']:,})"],
+        [(name, pct(gen[k], gen["captions"]), pct(ref[k], ref["captions"])) for name, k in rows],
+        title="Gendered words, generated captions vs human references",
+    )
 
     confusion = result["confusion"]
-    _common.print_table(["references' majority (images)", *[f"caption: {g}" for g in GENDERS]],
-                        [(f"{m} ({sum(confusion[m].values()):,})", *[confusion[m][g] for g in GENDERS]) for m in MAJORITIES],
-                        title=f"Per image: the references' majority gender (>= {MAJORITY_OF} of 5 references) vs the caption's gender")
+    _common.print_table(
+        ["references' majority (images)", *[f"caption: {g}" for g in GENDERS]],
+        [(f"{m} ({sum(confusion[m].values()):,})", *[confusion[m][g] for g in GENDERS]) for m in MAJORITIES],
+        title=f"Per image: the references' majority gender (>= {MAJORITY_OF} of 5 references) vs the caption's gender",
+    )
 
     r = result["male_female_ratio"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    _common.print_table(["male:female", "ratio"],
-                        [("generated captions (male-only : female-only)", fmt(r["generated"])),
-                         ("reference captions (male-only : female-only)", fmt(r["references"])),
-                         ("images by reference majority (male : female)", fmt(r["reference_majority_images"])),
-                         ("amplification (generated / references)", fmt(r["amplification"]))],
-                        title="Male:female ratio (bias amplification)")
+    _common.print_table(
+        ["male:female", "ratio"],
+        [
+            ("generated captions (male-only : female-only)", fmt(r["generated"])),
+            ("reference captions (male-only : female-only)", fmt(r["references"])),
+            ("images by reference majority (male : female)", fmt(r["reference_majority_images"])),
+            ("amplification (generated / references)", fmt(r["amplification"])),
+        ],
+        title="Male:female ratio (bias amplification)",
+    )
 
     female, male = confusion["female"], confusion["male"]
     n_f, n_m = sum(female.values()), sum(male.values())
     print()
     if n_f:
-        print(f"Of {n_f} images whose references mostly say woman/girl, the model says man/boy (only) in {female['male']} "
-              f"({100 * female['male'] / n_f:.1f} %), woman/girl (only) in {female['female']}, both in {female['both']}, "
-              f"neither in {female['none']}.")
+        print(
+            f"Of {n_f} images whose references mostly say woman/girl, the model says man/boy (only) in {female['male']} "
+            f"({100 * female['male'] / n_f:.1f} %), woman/girl (only) in {female['female']}, both in {female['both']}, "
+            f"neither in {female['none']}."
+        )
     if n_m:
-        print(f"Of {n_m} images whose references mostly say man/boy, the model says woman/girl (only) in {male['female']} "
-              f"({100 * male['female'] / n_m:.1f} %), man/boy (only) in {male['male']}, both in {male['both']}, "
-              f"neither in {male['none']}.")
+        print(
+            f"Of {n_m} images whose references mostly say man/boy, the model says woman/girl (only) in {male['female']} "
+            f"({100 * male['female'] / n_m:.1f} %), man/boy (only) in {male['male']}, both in {male['both']}, "
+            f"neither in {male['none']}."
+        )
 
 
 def main() -> None:
@@ -167,18 +195,29 @@ def main() -> None:
     keys = dataset.split_images(args.split)[: args.limit_images]
     model = Captioner(args.model or default_model_dir())
     started = time.perf_counter()
-    hypotheses = generate_split_captions(model, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, args.beam_size,
-                                         length_penalty=args.length_penalty)
+    hypotheses = generate_split_captions(model, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, args.beam_size, length_penalty=args.length_penalty)
     seconds = time.perf_counter() - started
     references = {k: dataset.captions[k] for k in hypotheses}
     result = analyse(hypotheses, references)
-    print(f"{model.model_dir} on {args.data} [{args.split}], {result['images']:,} images, beam {args.beam_size} "
-          f"(length penalty {args.length_penalty:g}), captioned in {seconds:.1f} s")
+    print(
+        f"{model.model_dir} on {args.data} [{args.split}], {result['images']:,} images, beam {args.beam_size} "
+        f"(length penalty {args.length_penalty:g}), captioned in {seconds:.1f} s"
+    )
     print_report(result)
-    _common.write_json(args.json, {"model": str(model.model_dir), "data": str(args.data), "split": args.split,
-                                   "beam_size": args.beam_size, "length_penalty": args.length_penalty, "seconds": seconds,
-                                   "word_sets": {"male": sorted(MALE), "female": sorted(FEMALE), "neutral": sorted(NEUTRAL)},
-                                   **result, "captions": hypotheses})
+    _common.write_json(
+        args.json,
+        {
+            "model": str(model.model_dir),
+            "data": str(args.data),
+            "split": args.split,
+            "beam_size": args.beam_size,
+            "length_penalty": args.length_penalty,
+            "seconds": seconds,
+            "word_sets": {"male": sorted(MALE), "female": sorted(FEMALE), "neutral": sorted(NEUTRAL)},
+            **result,
+            "captions": hypotheses,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
     machine = _common.machine()
     _common.print_table(
         ["method", "images", "median ms", "p90 ms", "mean ms"],
-        [["ours: Captioner.caption (greedy)", ours["images"], ours["median_ms"], ours["p90_ms"], ours["mean_ms"]],
-         ["seed: generate_desc_by_prefix (predict per word)", seed["images"], seed["median_ms"], seed["p90_ms"], seed["mean_ms"]]],
-        title=f"(a) One JPEG to a caption, {captioner.config.encoder}, "
-              f"{machine['cpus']} CPUs (load average {machine['load_average_1min']} at the end)",
+        [
+            ["ours: Captioner.caption (greedy)", ours["images"], ours["median_ms"], ours["p90_ms"], ours["mean_ms"]],
+            ["seed: generate_desc_by_prefix (predict per word)", seed["images"], seed["median_ms"], seed["p90_ms"], seed["mean_ms"]],
+        ],
+        title=f"(a) One JPEG to a caption, {captioner.config.encoder}, {machine['cpus']} CPUs (load average {machine['load_average_1min']} at the end)",
     )
     _common.print_table(
         ["ours, part", "median ms", "p90 ms"],
@@ -143,10 +144,14 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "caption_speed",
         "model": str(args.model),
         "encoder": captioner.config.encoder,
-        "single_image": {"ours": ours, "seed": seed, "seed_over_ours": ratio, "seed_agrees_with_ours": agree,
-                         "ours_parts_median_ms": {k: _common.median(v) for k, v in parts.items()}},
-        "folder": {"images": done, "batch_size": args.batch_size, "seconds": folder_time.seconds,
-                   "images_per_s": done / folder_time.seconds},
+        "single_image": {
+            "ours": ours,
+            "seed": seed,
+            "seed_over_ours": ratio,
+            "seed_agrees_with_ours": agree,
+            "ours_parts_median_ms": {k: _common.median(v) for k, v in parts.items()},
+        },
+        "folder": {"images": done, "batch_size": args.batch_size, "seconds": folder_time.seconds, "images_per_s": done / folder_time.seconds},
     }
     _common.write_json(args.json, output)
     return output

@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"the dev split has {len(keys)} images, {needed} needed; lower --calls-at-1 or --batches")
     keys = keys[:needed]
     grid = decoder.features == GRID
-    store = FeatureStore(default_cache_dir(dataset.image_dir, config.encoder, grid, config.encoder_weights),
-                         config.encoder, config.encoder_weights, spatial=grid)
+    store = FeatureStore(
+        default_cache_dir(dataset.image_dir, config.encoder, grid, config.encoder_weights), config.encoder, config.encoder_weights, spatial=grid
+    )
     report = update_features(store, {k: dataset.image_path(k) for k in keys})  # untimed; usually all reused
     if report.encoded or report.failed:
         print(f"feature store {store.directory}: {report}", file=sys.stderr)
@@ -73,8 +74,10 @@ def main(argv: list[str] | None = None) -> dict:
     features = FeatureReader(store, store.positions(found), decoder.features).read(np.arange(len(found)))  # float32
     if len(features) < needed:
         sys.exit(f"{len(features)} dev images readable, {needed} needed; lower --calls-at-1 or --batches")
-    print(f"model {args.model}: vocabulary {config.decoder.vocab_size}, max length {config.decoder.max_length}; "
-          f"{len(features)} dev images' features", file=sys.stderr)
+    print(
+        f"model {args.model}: vocabulary {config.decoder.vocab_size}, max length {config.decoder.max_length}; {len(features)} dev images' features",
+        file=sys.stderr,
+    )
 
     # Searches are interleaved call by call on the same images, so background load, which varies
     # over time, affects them alike and their ratios stay meaningful on a busy machine.
@@ -94,18 +97,27 @@ def main(argv: list[str] | None = None) -> dict:
                 words[beam] += sum(len(h[0].caption.split()) for h in hypotheses)
         for beam in args.beams:
             total, captions = sum(seconds[beam]), calls * batch_size
-            results.append({
-                "search": "greedy" if beam == 1 else f"beam {beam}", "beam_size": beam, "batch_size": batch_size,
-                "calls": calls, "captions": captions, "seconds": total,
-                "median_ms_per_call": _common.median(seconds[beam]) * 1000,
-                "captions_per_s": captions / total, "mean_words": words[beam] / captions,
-            })
+            results.append(
+                {
+                    "search": "greedy" if beam == 1 else f"beam {beam}",
+                    "beam_size": beam,
+                    "batch_size": batch_size,
+                    "calls": calls,
+                    "captions": captions,
+                    "seconds": total,
+                    "median_ms_per_call": _common.median(seconds[beam]) * 1000,
+                    "captions_per_s": captions / total,
+                    "mean_words": words[beam] / captions,
+                }
+            )
 
     machine = _common.machine()
     _common.print_table(
         ["search", "batch", "calls", "captions", "seconds", "median ms/call", "captions/s", "mean words"],
-        [[r["search"], r["batch_size"], r["calls"], r["captions"], r["seconds"], r["median_ms_per_call"], r["captions_per_s"],
-          r["mean_words"]] for r in results],
+        [
+            [r["search"], r["batch_size"], r["calls"], r["captions"], r["seconds"], r["median_ms_per_call"], r["captions_per_s"], r["mean_words"]]
+            for r in results
+        ],
         title=f"Decoding from cached features, {machine['cpus']} CPUs (load average {machine['load_average_1min']} at the end)",
     )
     output = {"benchmark": "decode_speed", "model": str(args.model), "results": results}
@@ -114,8 +126,10 @@ def main(argv: list[str] | None = None) -> dict:
         ratio = at_1[3]["median_ms_per_call"] / at_1[1]["median_ms_per_call"]
         total_ratio = at_1[3]["seconds"] / at_1[1]["seconds"]
         output["beam3_over_greedy_at_batch_1"] = {"median": ratio, "total": total_ratio}
-        print(f"\nbeam 3 / greedy time ratio at batch 1: {ratio:.2f} by median time per call, {total_ratio:.2f} by total time "
-              f"(target < {TARGET_RATIO:.0f} by median: {'met' if ratio < TARGET_RATIO else 'NOT met'})")
+        print(
+            f"\nbeam 3 / greedy time ratio at batch 1: {ratio:.2f} by median time per call, {total_ratio:.2f} by total time "
+            f"(target < {TARGET_RATIO:.0f} by median: {'met' if ratio < TARGET_RATIO else 'NOT met'})"
+        )
     _common.write_json(args.json, output)
     return output
 

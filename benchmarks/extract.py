@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--images-at-1", type=int, default=32, help="images timed at batch size 1")
     parser.add_argument("--batches", type=int, default=3, help="batches timed at batch sizes above 1")
-    parser.add_argument("--xception-weights", default=None, choices=["imagenet"],
-                        help="Xception weights (default random: ImageNet ones need a download; same speed)")
+    parser.add_argument(
+        "--xception-weights", default=None, choices=["imagenet"], help="Xception weights (default random: ImageNet ones need a download; same speed)"
+    )
     args = parser.parse_args(argv)
     _common.print_machine()
 
@@ -120,19 +121,42 @@ def main(argv: list[str] | None = None) -> dict:
 
     machine = _common.machine()
     _common.print_table(
-        ["encoder", "weights", "input", "batch", "images", "load img/s", "encode img/s", "end-to-end img/s",
-         "build s", "RSS after TF import MiB", "peak RSS MiB"],
-        [[r["encoder"], r["weights"], r["input_size"], r["batch_size"], r["images"], r["load_images_per_s"],
-          r["encode_images_per_s"], r["end_to_end_images_per_s"], r["build_s"], r["rss_after_import_mib"],
-          r["peak_rss_mib"]] for r in results],
+        [
+            "encoder",
+            "weights",
+            "input",
+            "batch",
+            "images",
+            "load img/s",
+            "encode img/s",
+            "end-to-end img/s",
+            "build s",
+            "RSS after TF import MiB",
+            "peak RSS MiB",
+        ],
+        [
+            [
+                r["encoder"],
+                r["weights"],
+                r["input_size"],
+                r["batch_size"],
+                r["images"],
+                r["load_images_per_s"],
+                r["encode_images_per_s"],
+                r["end_to_end_images_per_s"],
+                r["build_s"],
+                r["rss_after_import_mib"],
+                r["peak_rss_mib"],
+            ]
+            for r in results
+        ],
         title=f"Feature extraction on {machine['cpus']} CPUs (load average {machine['load_average_1min']} at the end)",
     )
     name, batch_size, target = TARGET
     hits = [r for r in results if r["encoder"] == name and r["batch_size"] == batch_size]
     if hits:
         speed = hits[0]["end_to_end_images_per_s"]
-        print(f"\ntarget: {name} end to end at batch {batch_size} >= {target:.0f} images/s: "
-              f"{speed:.1f} -> {'met' if speed >= target else 'NOT met'}")
+        print(f"\ntarget: {name} end to end at batch {batch_size} >= {target:.0f} images/s: {speed:.1f} -> {'met' if speed >= target else 'NOT met'}")
     output = {"benchmark": "extract", "results": results}
     _common.write_json(args.json, output)
     return output

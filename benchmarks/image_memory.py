@@ -98,7 +98,7 @@ def write_png(path: Path, width: int, height: int, bit_depth: int, color_type: i
     first = rng.integers(0, 256 if color_type != 3 else len(palette) // 3, row_bytes, dtype=np.uint8).tobytes()
     if color_type in (4, 6):  # keep alpha varied but mostly opaque
         first_array = np.frombuffer(first, dtype=np.uint8).copy().reshape(width, -1)
-        first_array[:, -(bit_depth // 8):] |= 0x80
+        first_array[:, -(bit_depth // 8) :] |= 0x80
         first = first_array.tobytes()
     zero_row = b"\x02" + bytes(row_bytes)
     compressor = zlib.compressobj(9)
@@ -155,15 +155,13 @@ def generate(folder: Path) -> dict[str, Path]:
     photo_like(9000, 9000, seed=4).convert("P", palette=Image.Palette.WEB).save(path("bmp8_9000x9000.bmp"))
     with open(path("bomb_100000x100000.png"), "wb") as f:
         header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(bytes(16)))
-                + _png_chunk(b"IEND", b""))
+        f.write(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(bytes(16))) + _png_chunk(b"IEND", b""))
     return paths
 
 
 def measure(module: str, image: Path, size: int, timeout: float) -> dict:
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD, module, str(image), str(size)],
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-c", _CHILD, module, str(image), str(size)], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"ok": False, "result": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
@@ -184,8 +182,7 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--size", type=int, default=224, help="target size passed to load_image (0: full size)")
     parser.add_argument("--module", default="", help="path of an images.py to measure instead of captioner.images")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="measure only images whose name contains one of these")
@@ -205,15 +202,27 @@ def main(argv: list[str] | None = None) -> dict:
             r.update(image=name, file_bytes=image.stat().st_size)
             results.append(r)
             decode = r["peak_mib"] - r["baseline_mib"] if "peak_mib" in r else None
-            rows.append([name, f"{r['file_bytes'] / 1e6:.2f}", r.get("peak_mib", "-"), decode if decode is not None else "-",
-                         r["estimate_mib"] if r.get("estimate_mib") is not None else "-",
-                         r.get("seconds", "-"), r["result"][:70]])
+            rows.append(
+                [
+                    name,
+                    f"{r['file_bytes'] / 1e6:.2f}",
+                    r.get("peak_mib", "-"),
+                    decode if decode is not None else "-",
+                    r["estimate_mib"] if r.get("estimate_mib") is not None else "-",
+                    r.get("seconds", "-"),
+                    r["result"][:70],
+                ]
+            )
     cpu = cpu_model()
-    title = (f"load_image(path, {args.size or None}) with {args.module or 'captioner.images'}; "
-             f"peak RSS per fresh process (MiB); CPU: {cpu}")
+    title = f"load_image(path, {args.size or None}) with {args.module or 'captioner.images'}; peak RSS per fresh process (MiB); CPU: {cpu}"
     _common.print_table(["image", "file MB", "peak MiB", "decode MiB", "estimate MiB", "seconds", "result"], rows, title)
-    summary = {"size": args.size or None, "module": args.module or "captioner.images", "cpu_model": cpu,
-               "python": platform.python_version(), "results": results}
+    summary = {
+        "size": args.size or None,
+        "module": args.module or "captioner.images",
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "results": results,
+    }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

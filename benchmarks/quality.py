@@ -65,8 +65,7 @@ def main() -> None:
         name = "greedy" if beam == 1 else f"beam {beam} (alpha {args.length_penalty:g})"
         runs[name] = {"metrics": result.metrics, "distinct": len(set(hyps.values())), "seconds": seconds, "skipped": result.skipped}
 
-    print(f"{model.model_dir} on {args.data} [{args.split}], {len(keys)} images, scores x100 "
-          f"(coco-caption, PTB tokenizer: {result.tokenizer})")
+    print(f"{model.model_dir} on {args.data} [{args.split}], {len(keys)} images, scores x100 (coco-caption, PTB tokenizer: {result.tokenizer})")
     width = max(len(n) for n in runs) + 2
     print("".ljust(width) + "".join(c.rjust(12) for c in COLUMNS) + "distinct".rjust(10))
     for name, run in runs.items():
@@ -77,8 +76,7 @@ def main() -> None:
             print(f"note: {metric} skipped for {name}: {reason}")
             break
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "model": str(model.model_dir), "split": args.split, "images": len(keys),
-                                         "runs": runs}, indent=2))
+        args.json.write_text(json.dumps({"machine": machine, "model": str(model.model_dir), "split": args.split, "images": len(keys), "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

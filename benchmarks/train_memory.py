@@ -85,8 +85,15 @@ def child(mode: str, data: Path, encoder: str, images: int) -> dict:
         steps += 1
     seconds = time.perf_counter() - started
     parameters = sum(int(np.prod(v.shape)) for v in decoder.trainable_variables)
-    return {"mode": mode, "images": len(keys), "steps": steps, "seconds": round(seconds, 1), "parameters": parameters,
-            "store_gib": round(len(store) * int(np.prod(store.shape)) * 2 / 2**30, 2), **memory_status()}
+    return {
+        "mode": mode,
+        "images": len(keys),
+        "steps": steps,
+        "seconds": round(seconds, 1),
+        "parameters": parameters,
+        "store_gib": round(len(store) * int(np.prod(store.shape)) * 2 / 2**30, 2),
+        **memory_status(),
+    }
 
 
 def main() -> None:
@@ -102,8 +109,11 @@ def main() -> None:
     print(_common.machine_line())
     results = []
     for mode in args.modes:
-        done = subprocess.run([sys.executable, __file__, "--child", mode, "--data", str(args.data), "--encoder", args.encoder,
-                               "--images", str(args.images)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", mode, "--data", str(args.data), "--encoder", args.encoder, "--images", str(args.images)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise SystemExit(f"{mode} failed:\n{done.stderr[-2000:]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -76,8 +76,7 @@ def time_ours(captions, store, vocab, max_length, epochs, sizes) -> dict:
             for inputs, targets in make_dataset(arrays, reader, config.batch_size, order):
                 losses.append(float(trainer.train_step(inputs, targets)))  # as `train` does: one sync per batch
     n = len(tokens) * epochs
-    return {"captions": n, "predictions": int((arrays.lengths - 1).sum()) * epochs, "seconds": timer.seconds,
-            "first_loss": losses[0], "last_loss": losses[-1]}
+    return {"captions": n, "predictions": int((arrays.lengths - 1).sum()) * epochs, "seconds": timer.seconds, "first_loss": losses[0], "last_loss": losses[-1]}
 
 
 def time_seed(model, captions, features_by_key, vocab, max_length) -> dict:
@@ -105,13 +104,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = _common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300, help="training images used (5 captions each)")
     parser.add_argument("--epochs", type=int, default=5, help="passes over the captions for ours (the seed does one)")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="tokens per caption with <start>/<end> (default: the longest training caption, as the seed)")
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="tokens per caption with <start>/<end> (default: the longest training caption, as the seed)"
+    )
     parser.add_argument("--min-count", type=int, default=5, help="vocabulary: words seen fewer times become <unk>")
     parser.add_argument("--embedding-dim", type=int, default=256)
     parser.add_argument("--units", type=int, default=256)
-    parser.add_argument("--tutorial-images", type=int, default=100,
-                        help="training images for the tutorial-exact seed model (0: skip it)")
+    parser.add_argument("--tutorial-images", type=int, default=100, help="training images for the tutorial-exact seed model (0: skip it)")
     args = parser.parse_args(argv)
     _common.print_machine()
 
@@ -138,8 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     features_by_key = dict(zip(found, features.astype(np.float32)))
     feature_dim = features.shape[1]
     sizes = {"embedding_dim": args.embedding_dim, "units": args.units, "dropout": 0.5}
-    print(f"{len(captions)} images, {sum(map(len, captions.values()))} captions; vocabulary {len(vocab)} words; "
-          f"max length {max_length}; features {feature_dim}", file=sys.stderr)
+    print(
+        f"{len(captions)} images, {sum(map(len, captions.values()))} captions; vocabulary {len(vocab)} words; max length {max_length}; features {feature_dim}",
+        file=sys.stderr,
+    )
 
     results = {}
     keras.utils.set_random_seed(0)
@@ -167,14 +168,22 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append([labels[name], r["captions"], r["seconds"], r["captions_per_s"], r["predictions_per_s"], r["ours_speedup"]])
     machine = _common.machine()
     _common.print_table(
-        ["method", "captions", "seconds", "captions/s", "next-word predictions/s", "ours is x faster"], rows,
+        ["method", "captions", "seconds", "captions/s", "next-word predictions/s", "ours is x faster"],
+        rows,
         title=f"Training throughput, {args.images} images, vocabulary {len(vocab)}, max length {max_length}, "
-              f"{machine['cpus']} CPUs (load average {machine['load_average_1min']} at the end)",
+        f"{machine['cpus']} CPUs (load average {machine['load_average_1min']} at the end)",
     )
     speedup = results["seed"]["ours_speedup"]
     print(f"\ntarget: ours >= {TARGET:.0f}x the seed's captions/s: {speedup:.1f}x -> {'met' if speedup >= TARGET else 'NOT met'}")
-    output = {"benchmark": "train_speed", "images": args.images, "vocab_size": len(vocab), "max_length": max_length,
-              "feature_dim": feature_dim, **sizes, "results": results}
+    output = {
+        "benchmark": "train_speed",
+        "images": args.images,
+        "vocab_size": len(vocab),
+        "max_length": max_length,
+        "feature_dim": feature_dim,
+        **sizes,
+        "results": results,
+    }
     _common.write_json(args.json, output)
     return output
 

@@ -82,8 +82,15 @@ def captions_for(fg: str, bg: str) -> list[str]:
     return [t.format(fg=fg, bg=bg, Fg=fg.capitalize()) for t in CAPTION_TEMPLATES]
 
 
-def write_image(path: Path, size: tuple[int, int] = (64, 48), color=(128, 128, 128), mode: str = "RGB",
-                format: str | None = None, square: tuple[int, int, int] | None = None, **save_kwargs) -> Path:
+def write_image(
+    path: Path,
+    size: tuple[int, int] = (64, 48),
+    color=(128, 128, 128),
+    mode: str = "RGB",
+    format: str | None = None,
+    square: tuple[int, int, int] | None = None,
+    **save_kwargs,
+) -> Path:
     """Writes a solid image (optionally with a centred square of another colour)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.new("RGB", size, color)
@@ -151,8 +158,7 @@ def make_flickr8k(tmp_path):
     """
     counter = itertools.count()
 
-    def make(n_images=10, with_test=True, root=None, text_subdir=True, image_dir_name="Flicker8k_Dataset",
-             final_newline=False, image_size=(64, 48)):
+    def make(n_images=10, with_test=True, root=None, text_subdir=True, image_dir_name="Flicker8k_Dataset", final_newline=False, image_size=(64, 48)):
         root = Path(root) if root is not None else tmp_path / f"flickr8k_{next(counter)}"
         image_dir = root / image_dir_name
         text_dir = root / "Flickr8k_text" if text_subdir else root
@@ -230,8 +236,7 @@ def make_karpathy(tmp_path):
             fg, bg = image_colors(i)
             write_image(image_dir / key, (64, 48), COLORS[bg], square=COLORS[fg])
             caps = captions_for(fg, bg)
-            entry = {"filename": filename, "imgid": i, "split": raw_split,
-                     "sentences": [{"raw": c, "tokens": c.lower().split(), "imgid": i} for c in caps]}
+            entry = {"filename": filename, "imgid": i, "split": raw_split, "sentences": [{"raw": c, "tokens": c.lower().split(), "imgid": i} for c in caps]}
             if filepath:
                 entry["filepath"] = filepath
             entries.append(entry)

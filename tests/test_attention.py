@@ -14,8 +14,9 @@ FEATURE_DIM, CELLS = 12, 9
 
 
 def tiny(dropout=0.0, alpha_c=1.0):
-    config = AttentionConfig(vocab_size=20, max_length=8, feature_dim=FEATURE_DIM, embedding_dim=8, units=8, dropout=dropout,
-                             attention_dim=6, alpha_c=alpha_c, decoder="attention")
+    config = AttentionConfig(
+        vocab_size=20, max_length=8, feature_dim=FEATURE_DIM, embedding_dim=8, units=8, dropout=dropout, attention_dim=6, alpha_c=alpha_c, decoder="attention"
+    )
     return build_decoder(config)
 
 
@@ -66,8 +67,7 @@ def test_training_adds_the_doubly_stochastic_regulariser_and_learns():
 
 def test_save_load_and_search_carry_one_map_per_word(tmp_path):
     vocab = Vocabulary.build(["a dog runs on grass", "a cat sits on a mat"], min_count=1)
-    config = AttentionConfig(vocab_size=len(vocab), max_length=8, feature_dim=FEATURE_DIM, embedding_dim=8, units=8,
-                             attention_dim=6, decoder="attention")
+    config = AttentionConfig(vocab_size=len(vocab), max_length=8, feature_dim=FEATURE_DIM, embedding_dim=8, units=8, attention_dim=6, decoder="attention")
     decoder = build_decoder(config)
     save_captioner(tmp_path / "m", decoder, vocab, CaptionerConfig("efficientnet_lite0", config))
     loaded, vocab, saved = load_captioner(tmp_path / "m")

@@ -24,8 +24,17 @@ def data_root(tmp_path_factory):
 def model_dir(tmp_path_factory, data_root):
     root = data_root
     out = tmp_path_factory.mktemp("cli_run")
-    config = TrainConfig(data=str(root), output=str(out / "run"), cache_dir=str(out / "cache"), min_word_count=1,
-                         embedding_dim=16, units=16, epochs=2, batch_size=4, learning_rate=1e-2)
+    config = TrainConfig(
+        data=str(root),
+        output=str(out / "run"),
+        cache_dir=str(out / "cache"),
+        min_word_count=1,
+        embedding_dim=16,
+        units=16,
+        epochs=2,
+        batch_size=4,
+        learning_rate=1e-2,
+    )
     return train(config, progress=False)
 
 
@@ -69,14 +78,17 @@ def test_one_bad_image_among_good_ones_is_reported_not_fatal(capsys, model_dir, 
     assert "junk.jpg" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("make_args, expected", [
-    (lambda p, m: ["caption", p / "nope.jpg", "--model", m], "nope.jpg: no such file"),
-    (lambda p, m: ["caption", p / "text.jpg", "--model", m], "text.jpg"),
-    (lambda p, m: ["caption", p / "empty", "--model", m], "no images in this folder"),
-    (lambda p, m: ["caption", p / "p0.png", "--model", p], "not a captioner model directory"),
-    (lambda p, m: ["caption", p / "p0.png", "--model", p / "nothing-here"], "model directory not found"),
-    (lambda p, m: ["train", "--data", p / "nothing-here", "--output", p / "run"], "nothing-here"),
-])
+@pytest.mark.parametrize(
+    "make_args, expected",
+    [
+        (lambda p, m: ["caption", p / "nope.jpg", "--model", m], "nope.jpg: no such file"),
+        (lambda p, m: ["caption", p / "text.jpg", "--model", m], "text.jpg"),
+        (lambda p, m: ["caption", p / "empty", "--model", m], "no images in this folder"),
+        (lambda p, m: ["caption", p / "p0.png", "--model", p], "not a captioner model directory"),
+        (lambda p, m: ["caption", p / "p0.png", "--model", p / "nothing-here"], "model directory not found"),
+        (lambda p, m: ["train", "--data", p / "nothing-here", "--output", p / "run"], "nothing-here"),
+    ],
+)
 def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(capsys, model_dir, photos, make_args, expected):
     (photos / "text.jpg").write_text("plain text, not a JPEG")
     (photos / "empty").mkdir()
@@ -87,9 +99,27 @@ def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(capsys, model_dir, pho
 
 
 def test_train_command_uses_imagenet_features_and_exports_the_model(capsys, data_root, tmp_path):
-    code, out, err = run(capsys, "train", "--data", data_root, "--output", tmp_path / "run", "--cache-dir", tmp_path / "cache",
-                         "--epochs", "1", "--units", "8", "--embedding-dim", "8", "--min-word-count", "1",
-                         "--export", tmp_path / "exported", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        data_root,
+        "--output",
+        tmp_path / "run",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        "1",
+        "--units",
+        "8",
+        "--embedding-dim",
+        "8",
+        "--min-word-count",
+        "1",
+        "--export",
+        tmp_path / "exported",
+        "--no-progress",
+    )
     assert code == 0, err
     config = json.loads((tmp_path / "exported" / "config.json").read_text())
     assert config["encoder"] == "efficientnet_lite0" and config["encoder_weights"] == "imagenet"
@@ -99,8 +129,9 @@ def test_train_command_uses_imagenet_features_and_exports_the_model(capsys, data
 
 def test_evaluate_writes_metrics_and_captions(capsys, monkeypatch, data_root, model_dir, tmp_path):
     monkeypatch.setenv("CAPTIONER_CACHE", str(tmp_path / "cache"))
-    code, out, err = run(capsys, "evaluate", model_dir, "--data", data_root, "--split", "dev", "--beam-size", "2",
-                         "--no-java", "--output-dir", tmp_path / "eval")
+    code, out, err = run(
+        capsys, "evaluate", model_dir, "--data", data_root, "--split", "dev", "--beam-size", "2", "--no-java", "--output-dir", tmp_path / "eval"
+    )
     assert code == 0, err
     assert "BLEU-4" in out and "CIDEr-D" in out
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -28,10 +28,8 @@ from captioner.data import (
 @pytest.mark.parametrize(
     "raw, cleaned",
     [
-        ("A child in a pink dress is climbing up a set of stairs in an entry way .",
-         "a child in a pink dress is climbing up a set of stairs in an entry way"),
-        ("A black dog and a tri-colored dog playing with each other on the road .",
-         "a black dog and a tricolored dog playing with each other on the road"),
+        ("A child in a pink dress is climbing up a set of stairs in an entry way .", "a child in a pink dress is climbing up a set of stairs in an entry way"),
+        ("A black dog and a tri-colored dog playing with each other on the road .", "a black dog and a tricolored dog playing with each other on the road"),
         ("The dog's ball, 2 kids & 3rd base!", "the dogs ball kids base"),
         ("  Two   DOGS\tplay\n", "two dogs play"),
         ("I see a <start> token", "i see a start token"),
@@ -52,8 +50,7 @@ def test_clean_caption_is_idempotent():
 
 
 def test_split_names():
-    assert [normalize_split(s) for s in ("train", "Val", "validation", "restval", "dev", "TEST", "x")] == [
-        "train", "dev", "dev", "train", "dev", "test", None]
+    assert [normalize_split(s) for s in ("train", "Val", "validation", "restval", "dev", "TEST", "x")] == ["train", "dev", "dev", "train", "dev", "test", None]
 
 
 def test_hashed_split_is_fixed_and_balanced():
@@ -253,8 +250,7 @@ def test_summary_leaves_out_the_hashed_split_notice(tiny_flickr8k):
         f.write("no tab here\n")
     report = load_dataset(tiny_flickr8k.root).report
     assert report.summary() == "Flickr8k.token.txt: skipped 1 line (1 malformed); e.g. line 51: no tab between image and caption"
-    assert report.summary(verbose=True).split("\n") == [
-        "Flickr8k.token.txt: skipped 1 line (1 malformed):", "  line 51: no tab between image and caption"]
+    assert report.summary(verbose=True).split("\n") == ["Flickr8k.token.txt: skipped 1 line (1 malformed):", "  line 51: no tab between image and caption"]
 
 
 def _spoil_flickr8k(tiny):
@@ -291,12 +287,10 @@ def test_summary_verbose_lists_every_problem(tiny_flickr8k):
 
 def test_summary_counts_missing_images_and_unknown_splits(make_image, tmp_path):
     make_image("images/a.jpg")
-    write(tmp_path / "caps.csv", "image,caption,split\na.jpg,A dog.,train\nb.jpg,A cat.,train\nb.jpg,Cat.,train\n"
-          "a.jpg,A dog again.,holdout\n")
+    write(tmp_path / "caps.csv", "image,caption,split\na.jpg,A dog.,train\nb.jpg,A cat.,train\nb.jpg,Cat.,train\na.jpg,A dog again.,holdout\n")
     summary = load_dataset(tmp_path / "caps.csv").report.summary()
     assert summary.startswith(
-        "caps.csv: skipped 1 line (1 unknown split), 1 image not found (2 captions dropped); "
-        "e.g. line 5: unknown split 'holdout'; b.jpg: image not found in "
+        "caps.csv: skipped 1 line (1 unknown split), 1 image not found (2 captions dropped); e.g. line 5: unknown split 'holdout'; b.jpg: image not found in "
     )
     assert "\n" not in summary
 
@@ -306,8 +300,7 @@ def test_summary_of_a_karpathy_file_counts_records(make_karpathy):
     doc = json.loads(tiny.caption_file.read_text())
     doc["images"].append("not an object")
     tiny.caption_file.write_text(json.dumps(doc))
-    assert load_dataset(tiny.root).report.summary() == (
-        "dataset_flickr8k.json: skipped 1 record (1 malformed); e.g. images[4]: not an object")
+    assert load_dataset(tiny.root).report.summary() == ("dataset_flickr8k.json: skipped 1 record (1 malformed); e.g. images[4]: not an object")
 
 
 # --- no dataset versus a broken one ------------------------------------------------------------
@@ -353,15 +346,20 @@ def test_paths_outside_the_dataset_folder_are_refused_by_default(make_image, tmp
     outside = make_image("elsewhere/secret.jpg")
     make_image("data/images/a.jpg")
     make_image("data/images/sub/b.jpg")
-    csv_file = write(tmp_path / "data" / "caps.csv", "\n".join([
-        "image,caption",
-        "a.jpg,A dog.",
-        "sub/b.jpg,A cat.",
-        f"{outside},An absolute path.",
-        "../../elsewhere/secret.jpg,A relative escape.",
-        "sub/../../../elsewhere/secret.jpg,A hidden escape.",
-        "",
-    ]))
+    csv_file = write(
+        tmp_path / "data" / "caps.csv",
+        "\n".join(
+            [
+                "image,caption",
+                "a.jpg,A dog.",
+                "sub/b.jpg,A cat.",
+                f"{outside},An absolute path.",
+                "../../elsewhere/secret.jpg,A relative escape.",
+                "sub/../../../elsewhere/secret.jpg,A hidden escape.",
+                "",
+            ]
+        ),
+    )
     ds = load_dataset(csv_file)
     assert sorted(ds.captions) == ["a.jpg", "sub/b.jpg"]
     assert ds.report.outside_paths == 3 and ds.report.skipped_lines == 0
@@ -443,15 +441,20 @@ def write(path, text):
 def test_csv_with_split_column(make_image, tmp_path):
     for name in ("a.jpg", "b.png", "c.jpg", "d.jpg"):
         make_image(f"data/images/{name}")
-    csv_file = write(tmp_path / "data" / "caps.csv", "\n".join([
-        "image,caption,split",
-        "a.jpg,A dog runs.,train",
-        'b.png,"A cat, sleeping",val',
-        "c.jpg,A bird,test",
-        "d.jpg,A fish,holdout",
-        "c.jpg,Too many,fields,test,extra",
-        "",
-    ]))
+    csv_file = write(
+        tmp_path / "data" / "caps.csv",
+        "\n".join(
+            [
+                "image,caption,split",
+                "a.jpg,A dog runs.,train",
+                'b.png,"A cat, sleeping",val',
+                "c.jpg,A bird,test",
+                "d.jpg,A fish,holdout",
+                "c.jpg,Too many,fields,test,extra",
+                "",
+            ]
+        ),
+    )
     ds = load_dataset(csv_file)
     assert ds.name == "csv" and ds.image_dir == tmp_path / "data" / "images"
     assert ds.splits == {"train": ["a.jpg"], "dev": ["b.png"], "test": ["c.jpg"]}
@@ -497,13 +500,18 @@ def test_csv_with_only_bad_rows(tmp_path):
 def test_jsonl(make_image, tmp_path):
     for name in ("a.jpg", "b.jpg"):
         make_image(f"images/{name}")
-    jsonl = write(tmp_path / "caps.jsonl", "\n".join([
-        json.dumps({"image": "a.jpg", "caption": "A dog runs."}),
-        "{not json",
-        json.dumps(["a list"]),
-        json.dumps({"image": "b.jpg", "captions": ["A cat.", "Cat sleeping"]}),
-        json.dumps({"image": "a.jpg"}),
-    ]))
+    jsonl = write(
+        tmp_path / "caps.jsonl",
+        "\n".join(
+            [
+                json.dumps({"image": "a.jpg", "caption": "A dog runs."}),
+                "{not json",
+                json.dumps(["a list"]),
+                json.dumps({"image": "b.jpg", "captions": ["A cat.", "Cat sleeping"]}),
+                json.dumps({"image": "a.jpg"}),
+            ]
+        ),
+    )
     ds = load_dataset(tmp_path / "caps.jsonl")
     assert ds.name == "jsonl" and ds.image_dir == tmp_path / "images"
     assert ds.captions == {"a.jpg": ["A dog runs."], "b.jpg": ["A cat.", "Cat sleeping"]}
@@ -517,11 +525,16 @@ def test_jsonl(make_image, tmp_path):
 def test_jsonl_with_splits(make_image, tmp_path):
     make_image("a.jpg")
     make_image("b.jpg")
-    write(tmp_path / "caps.jsonl", "\n".join([
-        json.dumps({"image": "a.jpg", "caption": "A dog.", "split": "train"}),
-        json.dumps({"image": "b.jpg", "caption": "A cat.", "split": "validation"}),
-        json.dumps({"image": "b.jpg", "caption": "A cat again.", "split": "nonsense"}),
-    ]))
+    write(
+        tmp_path / "caps.jsonl",
+        "\n".join(
+            [
+                json.dumps({"image": "a.jpg", "caption": "A dog.", "split": "train"}),
+                json.dumps({"image": "b.jpg", "caption": "A cat.", "split": "validation"}),
+                json.dumps({"image": "b.jpg", "caption": "A cat again.", "split": "nonsense"}),
+            ]
+        ),
+    )
     ds = load_dataset(tmp_path / "caps.jsonl")
     assert ds.image_dir == tmp_path
     assert ds.splits == {"train": ["a.jpg"], "dev": ["b.jpg"]} and ds.report.unknown_splits == 1
@@ -641,7 +654,6 @@ def test_real_flickr8k(flickr8k_dir):
         ds.split_images("test")
     cleaned = ds.cleaned("train")
     assert sum(len(c) for c in cleaned.values()) == 30000
-    assert cleaned["1000268201_693b08cb0e.jpg"][0] == (
-        "a child in a pink dress is climbing up a set of stairs in an entry way")
+    assert cleaned["1000268201_693b08cb0e.jpg"][0] == ("a child in a pink dress is climbing up a set of stairs in an entry way")
     print(f"\nreal Flickr8k: {ds.report} (this test measured {elapsed:.2f} s)")
     assert elapsed < 3.0, f"loading took {elapsed:.2f} s"

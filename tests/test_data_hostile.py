@@ -107,8 +107,7 @@ def test_header_only_csv(tiny_kaggle):
 
 def test_csv_with_only_short_rows(tiny_kaggle):
     write_csv(tiny_kaggle.caption_file, [["image", "caption"], *([key] for key in tiny_kaggle.captions)])
-    broken(tiny_kaggle.caption_file, "no valid row: captions.txt line 2: 1 fields, expected 2; skipped",
-           load_from=tiny_kaggle.root)
+    broken(tiny_kaggle.caption_file, "no valid row: captions.txt line 2: 1 fields, expected 2; skipped", load_from=tiny_kaggle.root)
 
 
 def test_jsonl_with_only_bad_lines(tmp_path):
@@ -119,8 +118,11 @@ def test_jsonl_with_only_bad_lines(tmp_path):
 def test_token_file_without_tabs(tiny_flickr8k):
     token = tiny_flickr8k.caption_file
     token.write_text(token.read_text().replace("\t", " "))
-    broken(token, "not a Flickr8k token file (no '<image>#<n><TAB><caption>' line): Flickr8k.token.txt line 1: "
-           "no tab between image and caption; skipped", load_from=tiny_flickr8k.root)
+    broken(
+        token,
+        "not a Flickr8k token file (no '<image>#<n><TAB><caption>' line): Flickr8k.token.txt line 1: no tab between image and caption; skipped",
+        load_from=tiny_flickr8k.root,
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,15 +170,18 @@ def test_csv_with_short_rows_among_good_ones(tiny_kaggle):
 def test_jsonl_with_bad_lines_among_good_ones(make_image, tmp_path):
     make_image("images/a.jpg")
     make_image("images/b.jpg")
-    write_jsonl(tmp_path / "caps.jsonl", [
-        {"image": "a.jpg", "caption": "A dog runs."},
-        "{truncated",
-        "null",
-        {"image": 7, "caption": "not a name"},
-        {"image": "b.jpg", "captions": "not a list"},
-        {"image": "a\nb.jpg", "caption": "A newline in the name."},
-        {"image": "b.jpg", "captions": ["A cat.", "A cat sleeps."]},
-    ])
+    write_jsonl(
+        tmp_path / "caps.jsonl",
+        [
+            {"image": "a.jpg", "caption": "A dog runs."},
+            "{truncated",
+            "null",
+            {"image": 7, "caption": "not a name"},
+            {"image": "b.jpg", "captions": "not a list"},
+            {"image": "a\nb.jpg", "caption": "A newline in the name."},
+            {"image": "b.jpg", "captions": ["A cat.", "A cat sleeps."]},
+        ],
+    )
     ds = loaded_with_skips(tmp_path)
     assert ds.captions == {"a.jpg": ["A dog runs."], "b.jpg": ["A cat.", "A cat sleeps."]}
     assert ds.report.skipped_lines == 5
@@ -191,8 +196,7 @@ def test_token_lines_without_tab_and_with_crlf(tiny_flickr8k):
     token.write_bytes("\r\n".join(lines).encode("utf-8"))
     ds = loaded_with_skips(tiny_flickr8k.root)
     assert ds.report.skipped_lines == 1 and ds.report.captions == 49
-    assert ds.report.summary() == (
-        "Flickr8k.token.txt: skipped 1 line (1 malformed); e.g. line 11: no tab between image and caption")
+    assert ds.report.summary() == ("Flickr8k.token.txt: skipped 1 line (1 malformed); e.g. line 11: no tab between image and caption")
     assert not any(c.endswith("\r") for caps in ds.captions.values() for c in caps)
 
 
@@ -203,8 +207,8 @@ def test_split_file_naming_only_missing_images(tiny_flickr8k):
     assert ds.splits["dev"] == [] and ds.report.split_extras == 3
     assert ds.report.unassigned_images == 2  # the real dev images are in no split now
     assert ds.report.summary().startswith(
-        "Flickr8k.token.txt: 3 split entries without an image; "
-        "e.g. ghost_1.jpg: in the dev list but has no captions or no image; ignored")
+        "Flickr8k.token.txt: 3 split entries without an image; e.g. ghost_1.jpg: in the dev list but has no captions or no image; ignored"
+    )
 
 
 def test_absolute_image_paths_are_refused(make_image, tiny_kaggle):
@@ -226,10 +230,13 @@ def test_absolute_image_paths_are_refused(make_image, tiny_kaggle):
 def test_dotdot_image_paths_are_refused(make_image, tmp_path, key):
     make_image("data/images/a.jpg")
     make_image("private.jpg")
-    write_jsonl(tmp_path / "data" / "caps.jsonl", [
-        {"image": "a.jpg", "caption": "A dog."},
-        {"image": key, "caption": "A private photo."},
-    ])
+    write_jsonl(
+        tmp_path / "data" / "caps.jsonl",
+        [
+            {"image": "a.jpg", "caption": "A dog."},
+            {"image": key, "caption": "A private photo."},
+        ],
+    )
     ds = loaded_with_skips(tmp_path / "data")
     assert list(ds.captions) == ["a.jpg"] and ds.report.outside_paths == 1
     assert ds.report.messages == [f"caps.jsonl line 2: image path {key!r} is outside the dataset folder; skipped"]
@@ -252,8 +259,7 @@ def test_karpathy_paths_outside_are_refused(make_karpathy):
     tiny.caption_file.write_text(json.dumps(doc))
     ds = loaded_with_skips(tiny.root)
     assert ds.report.outside_paths == 10 and ds.report.images == 2  # 5 captions each
-    assert ds.report.messages[0] == (
-        "dataset_flickr8k.json images[0]: image path '/etc/passwd.jpg' is outside the dataset folder; skipped")
+    assert ds.report.messages[0] == ("dataset_flickr8k.json images[0]: image path '/etc/passwd.jpg' is outside the dataset folder; skipped")
 
 
 def test_caption_of_only_punctuation(tiny_flickr8k):
@@ -262,8 +268,7 @@ def test_caption_of_only_punctuation(tiny_flickr8k):
         f.write(f"{key}#5\t... !!! ,,, ?\n{key}#6\t42 3rd 1,000\n")
     ds = loaded_with_skips(tiny_flickr8k.root)
     assert ds.report.empty_captions == 2 and len(ds.captions[key]) == 5
-    assert ds.report.summary().startswith(
-        f"Flickr8k.token.txt: skipped 2 lines (2 empty captions); e.g. line 51: empty caption '... !!! ,,, ?' for {key}")
+    assert ds.report.summary().startswith(f"Flickr8k.token.txt: skipped 2 lines (2 empty captions); e.g. line 51: empty caption '... !!! ,,, ?' for {key}")
 
 
 def test_huge_lines_are_skipped_with_short_messages(tiny_flickr8k):
@@ -293,8 +298,7 @@ def test_nul_byte_in_an_image_name_after_the_binary_check(tiny_kaggle):
     assert tiny_kaggle.caption_file.read_bytes().index(b"\x00") > 8192  # so the file is not called binary
     ds = loaded_with_skips(tiny_kaggle.root)
     assert ds.report.skipped_lines == 1 and ds.report.images == 10
-    assert ds.report.messages == [
-        f"captions.txt line {len(rows)}: image name 'ok\\x00.jpg' holds a control character; skipped"]
+    assert ds.report.messages == [f"captions.txt line {len(rows)}: image name 'ok\\x00.jpg' holds a control character; skipped"]
 
 
 @pytest.mark.parametrize("lineterminator", ["\n", "\r\n"], ids=["lf", "crlf"])
@@ -324,11 +328,14 @@ def test_unicode_line_separators_stay_inside_a_caption(tiny_flickr8k):
 
 def test_weird_split_values_are_quoted_short(make_image, tmp_path):
     make_image("a.jpg")
-    write_jsonl(tmp_path / "caps.jsonl", [
-        {"image": "a.jpg", "caption": "A dog.", "split": "train"},
-        {"image": "a.jpg", "caption": "A dog again.", "split": ["x" * 10_000]},
-        {"image": "a.jpg", "caption": "Third.", "split": "line\nbreak"},
-    ])
+    write_jsonl(
+        tmp_path / "caps.jsonl",
+        [
+            {"image": "a.jpg", "caption": "A dog.", "split": "train"},
+            {"image": "a.jpg", "caption": "A dog again.", "split": ["x" * 10_000]},
+            {"image": "a.jpg", "caption": "Third.", "split": "line\nbreak"},
+        ],
+    )
     ds = loaded_with_skips(tmp_path)
     assert ds.report.unknown_splits == 2
     assert ds.report.messages[1] == "caps.jsonl line 3: unknown split 'line\\nbreak'; skipped"

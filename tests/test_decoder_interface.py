@@ -72,8 +72,19 @@ def trained(tmp_path_factory):
     keys = list(captions)
     _write_text(root / "Flickr_8k.trainImages.txt", keys[:10], False)
     _write_text(root / "Flickr_8k.devImages.txt", keys[10:], False)
-    config = TrainConfig(data=str(root), output=str(root / "run"), cache_dir=str(root / "cache"), decoder="tiny_grid",
-                         min_word_count=1, embedding_dim=8, units=8, batch_size=16, epochs=2, max_length=16, seed=1)
+    config = TrainConfig(
+        data=str(root),
+        output=str(root / "run"),
+        cache_dir=str(root / "cache"),
+        decoder="tiny_grid",
+        min_word_count=1,
+        embedding_dim=8,
+        units=8,
+        batch_size=16,
+        epochs=2,
+        max_length=16,
+        seed=1,
+    )
     return train(config, progress=False), root
 
 

@@ -106,9 +106,7 @@ def _depthwise(x, w, stride):  # x (H, W, C), w torch (C, 1, kh, kw) -> (H', W',
 
 
 def _bn(x, sd, name):
-    return (x - sd[f"{name}.running_mean"]) / np.sqrt(sd[f"{name}.running_var"] + 1e-3) * sd[
-        f"{name}.weight"
-    ] + sd[f"{name}.bias"]
+    return (x - sd[f"{name}.running_mean"]) / np.sqrt(sd[f"{name}.running_var"] + 1e-3) * sd[f"{name}.weight"] + sd[f"{name}.bias"]
 
 
 def _relu6(x):

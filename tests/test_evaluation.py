@@ -39,8 +39,7 @@ needs_java = pytest.mark.skipif(not HAS_JAVA, reason="Java not installed")
 REFS = {
     "img1": ["A dog runs through the green grass.", "A brown dog is running on grass.", "The dog runs."],
     "img2": ["A man is riding a bicycle down the street.", "A man rides his bike on a city street."],
-    "img3": ["Two kids are playing in the water.", "Children splash in a pool.",
-             "Two children play in the water at the beach."],
+    "img3": ["Two kids are playing in the water.", "Children splash in a pool.", "Two children play in the water at the beach."],
     "img4": ["A woman wearing a red coat walks in the snow.", "A lady in a red jacket."],
 }
 HYPS = {
@@ -59,7 +58,7 @@ def simple_tokens(text: str) -> list[str]:
 
 
 def ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def reference_bleu(hyps: dict[str, str], refs: dict[str, list[str]], max_n: int = 4) -> list[float]:
@@ -161,8 +160,10 @@ def test_perfect_and_wrong_hypotheses():
 
 def test_cider_d_orders_identical_above_mixed_above_wrong():
     mixed = {k: (PERFECT[k] if i % 2 == 0 else WRONG[k]) for i, k in enumerate(REFS)}
-    cider = {name: score_captions(h, REFS, use_java=False).metrics["CIDEr-D"]
-             for name, h in (("perfect", PERFECT), ("mixed", mixed), ("model", HYPS), ("wrong", WRONG))}
+    cider = {
+        name: score_captions(h, REFS, use_java=False).metrics["CIDEr-D"]
+        for name, h in (("perfect", PERFECT), ("mixed", mixed), ("model", HYPS), ("wrong", WRONG))
+    }
     assert cider["perfect"] > cider["mixed"] > cider["wrong"]
     assert cider["perfect"] > cider["model"] > cider["wrong"]
     assert cider["wrong"] == pytest.approx(0.0, abs=1e-9)
@@ -332,13 +333,11 @@ def test_cider_d_bad_inputs():
 PTB_CASES = [
     ("A dog's toy isn't here.", "a dog 's toy is n't here"),
     ("A man wearing a red shirt .", "a man wearing a red shirt"),
-    ('They\'re "happy" (very) and [not] {sad}!',
-     "they 're happy -lrb- very -rrb- and -lsb- not -rsb- -lcb- sad -rcb-"),
+    ('They\'re "happy" (very) and [not] {sad}!', "they 're happy -lrb- very -rrb- and -lsb- not -rsb- -lcb- sad -rcb-"),
     ("I can't, won't, don't; cannot gonna wanna.", "i ca n't wo n't do n't can not gon na wan na"),
     ("Mr. Smith at St. Paul's in the U.S. etc.", "mr. smith at st. paul 's in the u.s. etc."),
     ("A t-shirt -- and - a 3.5 1,000 $5 50%", "a t-shirt and a 3.5 1,000 $ 5 50 %"),
-    ("The \u201cquoted\u201d text \u2018single\u2019 \u2013 dash \u2026 ellipsis",
-     "the quoted text single dash ellipsis"),
+    ("The \u201cquoted\u201d text \u2018single\u2019 \u2013 dash \u2026 ellipsis", "the quoted text single dash ellipsis"),
     ("people standing on a sidewalk,near a bus", "people standing on a sidewalk near a bus"),
     ("wow!! what?? yes?! ok...", "wow !! what ?? yes ?! ok"),
     ("Colour grey theatre", "colour grey theatre"),

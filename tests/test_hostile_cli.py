@@ -32,8 +32,9 @@ def data_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("hostile_run")
-    config = TrainConfig(data=str(data_root), output=str(out / "run"), cache_dir=str(out / "cache"), min_word_count=1,
-                         embedding_dim=8, units=8, epochs=1, batch_size=8)
+    config = TrainConfig(
+        data=str(data_root), output=str(out / "run"), cache_dir=str(out / "cache"), min_word_count=1, embedding_dim=8, units=8, epochs=1, batch_size=8
+    )
     return train(config, progress=False)
 
 
@@ -50,8 +51,25 @@ def one_error_line(err):
 
 
 def train_args(data_root, tmp_path, *more):
-    return ["train", "--data", data_root, "--output", tmp_path / "run", "--cache-dir", tmp_path / "cache", "--epochs", "1",
-            "--units", "8", "--embedding-dim", "8", "--min-word-count", "1", "--no-progress", *more]
+    return [
+        "train",
+        "--data",
+        data_root,
+        "--output",
+        tmp_path / "run",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        "1",
+        "--units",
+        "8",
+        "--embedding-dim",
+        "8",
+        "--min-word-count",
+        "1",
+        "--no-progress",
+        *more,
+    ]
 
 
 # --- exports never destroy a user's files ------------------------------------------------------------
@@ -192,17 +210,20 @@ def test_a_model_whose_weights_do_not_match_its_config_fails_clearly(capsys, mod
 # --- flags are checked before anything runs ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv, expected", [
-    (["caption", "x.jpg", "--beam-size", "0"], "--beam-size: must be at least 1, got 0"),
-    (["caption", "x.jpg", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
-    (["caption", "x.jpg", "--batch-size", "-1"], "--batch-size: must be at least 1, got -1"),
-    (["caption", "x.jpg", "--num-captions", "two"], "expected a whole number, got 'two'"),
-    (["evaluate", "--data", "d", "--limit-images", "-1"], "--limit-images: must be at least 1, got -1"),
-    (["train", "--data", "d", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
-    (["train", "--data", "d", "--dropout", "1.5"], "--dropout: must be at least 0 and below 1, got 1.5"),
-    (["train", "--data", "d", "--learning-rate", "nan"], "--learning-rate: must be more than 0, got nan"),
-    (["train", "--data", "d", "--seed", "-3"], "--seed: must be at least 0, got -3"),
-])
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["caption", "x.jpg", "--beam-size", "0"], "--beam-size: must be at least 1, got 0"),
+        (["caption", "x.jpg", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (["caption", "x.jpg", "--batch-size", "-1"], "--batch-size: must be at least 1, got -1"),
+        (["caption", "x.jpg", "--num-captions", "two"], "expected a whole number, got 'two'"),
+        (["evaluate", "--data", "d", "--limit-images", "-1"], "--limit-images: must be at least 1, got -1"),
+        (["train", "--data", "d", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["train", "--data", "d", "--dropout", "1.5"], "--dropout: must be at least 0 and below 1, got 1.5"),
+        (["train", "--data", "d", "--learning-rate", "nan"], "--learning-rate: must be more than 0, got nan"),
+        (["train", "--data", "d", "--seed", "-3"], "--seed: must be at least 0, got -3"),
+    ],
+)
 def test_bad_numbers_are_refused_at_parse_time(capsys, argv, expected):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

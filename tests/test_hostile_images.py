@@ -15,8 +15,8 @@ import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -41,7 +41,7 @@ def call_with_timeout(fn: Callable[[], object], timeout: float = TIMEOUT_S) -> o
     def run():
         try:
             outcome.append(fn())
-        except BaseException as e:  # noqa: BLE001 - handed to the test
+        except BaseException as e:
             outcome.append(e)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -252,21 +252,22 @@ CASES: dict[str, tuple[Callable[[Path], Path], str | None]] = {
     "png_signature_only": (lambda t: write(t / "sig.png", b"\x89PNG\r\n\x1a\n"), EITHER),
     "jpeg_soi_eoi_only": (lambda t: write(t / "soi.jpg", b"\xff\xd8\xff\xd9"), EITHER),
     "text_named_jpg": (lambda t: write(t / "notes.jpg", b"just some text\n"), "not a JPEG, PNG, BMP or WebP image"),
-    "html_named_png": (lambda t: write(t / "page.png", b"<!DOCTYPE html><html><body>hi</body></html>\n"),
-                       "not a JPEG, PNG, BMP or WebP image"),
-    "pdf_header": (lambda t: write(t / "doc.jpg", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"),
-                   "not a JPEG, PNG, BMP or WebP image"),
+    "html_named_png": (lambda t: write(t / "page.png", b"<!DOCTYPE html><html><body>hi</body></html>\n"), "not a JPEG, PNG, BMP or WebP image"),
+    "pdf_header": (lambda t: write(t / "doc.jpg", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"), "not a JPEG, PNG, BMP or WebP image"),
     "gif": (lambda t: write(t / "anim.gif", image_bytes(photo(), "GIF")), "not a JPEG, PNG, BMP or WebP image"),
     "tiff_named_jpg": (lambda t: write(t / "scan.jpg", image_bytes(photo(), "TIFF")), "not a JPEG, PNG, BMP or WebP image"),
-    "png_header_bomb": (lambda t: write(t / "bomb.png", png_header(100_000, 100_000) + chunk(b"IDAT", zlib.compress(bytes(16)))),
-                        "image too large (10000000000 pixels"),
-    "jpeg_header_bomb": (lambda t: write(t / "bomb.jpg", jpeg_with_size(image_bytes(photo(), "JPEG"), 65000, 65000)),
-                         "image too large (4225000000 pixels"),
+    "png_header_bomb": (
+        lambda t: write(t / "bomb.png", png_header(100_000, 100_000) + chunk(b"IDAT", zlib.compress(bytes(16)))),
+        "image too large (10000000000 pixels",
+    ),
+    "jpeg_header_bomb": (lambda t: write(t / "bomb.jpg", jpeg_with_size(image_bytes(photo(), "JPEG"), 65000, 65000)), "image too large (4225000000 pixels"),
     "webp_header_bomb": (lambda t: write(t / "bomb.webp", webp_lossless_header(10000, 10000)), EITHER),
     "progressive_coefficient_bomb": (make_progressive_bomb, "image too large to decode (12000x10000 RGB needs about"),
     "webp_over_memory_budget": (make_big_webp, "image too large to decode (6000x6000 RGB needs about"),
-    "png_tiny_idat_big_header": (lambda t: write(t / "thin.png", png_header(9000, 9000) + chunk(b"IDAT", zlib.compress(bytes(16)))
-                                                 + chunk(b"IEND", b"")), EITHER),
+    "png_tiny_idat_big_header": (
+        lambda t: write(t / "thin.png", png_header(9000, 9000) + chunk(b"IDAT", zlib.compress(bytes(16))) + chunk(b"IEND", b"")),
+        EITHER,
+    ),
     "png_zero_width": (lambda t: write(t / "zero.png", png_header(0, 10) + chunk(b"IEND", b"")), EITHER),
     "sixteen_bit_huge_png": (lambda t: write_big_png(t / "deep.png", 10000, 10000, 16, 0), OK),
     "one_by_one": (lambda t: write(t / "dot.png", image_bytes(Image.new("RGB", (1, 1), (9, 99, 199)), "PNG")), OK),
@@ -279,9 +280,13 @@ CASES: dict[str, tuple[Callable[[Path], Path], str | None]] = {
     "png_bad_header_crc": (make_bad_crc_png, EITHER),
     "png_bad_idat_crc": (make_bad_idat_crc_png, EITHER),
     "ztxt_bomb": (make_ztxt_bomb, EITHER),
-    "bmp_rle_header_bomb": (lambda t: write(t / "rle.bmp", b"BM" + struct.pack("<IHHI", 0, 0, 0, 54)
-                                            + struct.pack("<IiiHHIIiiII", 40, 20000, 20000, 1, 8, 1, 0, 0, 0, 0, 0)
-                                            + bytes(1024) + b"\x00\x01"), EITHER),
+    "bmp_rle_header_bomb": (
+        lambda t: write(
+            t / "rle.bmp",
+            b"BM" + struct.pack("<IHHI", 0, 0, 0, 54) + struct.pack("<IiiHHIIiiII", 40, 20000, 20000, 1, 8, 1, 0, 0, 0, 0, 0) + bytes(1024) + b"\x00\x01",
+        ),
+        EITHER,
+    ),
 }
 
 
@@ -351,8 +356,11 @@ def test_full_size_decode_over_the_memory_budget_is_refused_before_decoding():
     # 10000x10000 RGBA at full size: decoded image, RGB result and scratch exceed the budget.
     data = png_header(10_000, 10_000, 8, 6) + chunk(b"IDAT", zlib.compress(bytes(16)))
     assert 10_000 * 10_000 <= MAX_PIXELS
-    with pytest.raises(ImageError, match=r"^big\.png: image too large to decode \(10000x10000 RGBA needs about \d+ MiB; "
-                                         rf"limit {MAX_DECODE_BYTES // 2**20} MiB\)$"):
+    with pytest.raises(
+        ImageError,
+        match=r"^big\.png: image too large to decode \(10000x10000 RGBA needs about \d+ MiB; "
+        rf"limit {MAX_DECODE_BYTES // 2**20} MiB\)$",
+    ):
         load_image(data, None, name="big.png")
 
 

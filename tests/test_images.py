@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from captioner.images import (IMAGE_EXTENSIONS, MAX_DECODE_BYTES, MAX_FILE_BYTES, MAX_PIXELS, ImageError, ImageListing,
-                               list_images, load_image, scan_images)
+from captioner.images import IMAGE_EXTENSIONS, MAX_DECODE_BYTES, MAX_FILE_BYTES, MAX_PIXELS, ImageError, ImageListing, list_images, load_image, scan_images
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 
@@ -39,6 +38,7 @@ def png_bytes(img: Image.Image) -> bytes:
 
 def png_with_size(width: int, height: int) -> bytes:
     """A valid-looking PNG whose header claims width x height (the pixel data is tiny)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -59,8 +59,7 @@ def test_png_pixels_are_exact(tmp_path):
     np.testing.assert_array_equal(out, pixels)
 
 
-@pytest.mark.parametrize("ext, kwargs", [(".jpg", {"quality": 95}), (".jpeg", {}), (".bmp", {}),
-                                         (".webp", {"lossless": True}), (".JPG", {})])
+@pytest.mark.parametrize("ext, kwargs", [(".jpg", {"quality": 95}), (".jpeg", {}), (".bmp", {}), (".webp", {"lossless": True}), (".JPG", {})])
 def test_formats_keep_colours_in_place(tmp_path, ext, kwargs):
     path = tmp_path / f"halves{ext}"
     two_halves().save(path, format=Image.registered_extensions()[ext.lower()], **kwargs)
@@ -325,7 +324,7 @@ def test_bytes_errors_use_the_given_name():
     with pytest.raises(ImageError) as info:
         load_image(b"GIF89a nonsense", name="upload.jpg")
     assert str(info.value).startswith("upload.jpg: ")
-    with pytest.raises(ImageError, match="^<bytes>: empty file$"):
+    with pytest.raises(ImageError, match=r"^<bytes>: empty file$"):
         load_image(b"")
 
 

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_training_on_real_photos_learns_image_dependent_captions(flickr8k_dir, tmp_path):
-    config = TrainConfig(data=str(flickr8k_dir), output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"),
-                         limit_images=300, epochs=3, batch_size=32, min_word_count=3)
+    config = TrainConfig(
+        data=str(flickr8k_dir), output=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), limit_images=300, epochs=3, batch_size=32, min_word_count=3
+    )
     model_dir = train(config, progress=False)
     history = np.load(tmp_path / "run" / CHECKPOINT_FILE)["progress"].item()
     assert '"epoch": 3' in history
@@ -34,7 +35,9 @@ def test_shipped_model_beats_the_most_frequent_caption(flickr8k_dataset, tmp_pat
     counts = collections.Counter(c for caps in flickr8k_dataset.cleaned("train").values() for c in caps)
     baseline = score_captions({k: counts.most_common(1)[0][0] for k in keys}, references, use_java=False, nltk=False)
     captioner = Captioner(default_model_dir())
-    hyps = generate_split_captions(captioner, flickr8k_dataset.image_dir, {k: flickr8k_dataset.image_path(k) for k in keys}, beam_size=3, cache_root=str(tmp_path))
+    hyps = generate_split_captions(
+        captioner, flickr8k_dataset.image_dir, {k: flickr8k_dataset.image_path(k) for k in keys}, beam_size=3, cache_root=str(tmp_path)
+    )
     ours = score_captions(hyps, references, use_java=False, nltk=False)
     assert ours.metrics["BLEU-4"] > baseline.metrics["BLEU-4"] + 0.05
     assert ours.metrics["CIDEr-D"] > baseline.metrics["CIDEr-D"] + 0.2

@@ -43,16 +43,19 @@ def test_the_cli_and_python_give_the_same_caption(shipped, capsys):
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys\nfrom captioner.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = (
+        "import sys\nfrom captioner.cli import main\ntry:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "--decoder" in done.stdout and "TF False False" in done.stdout, done.stdout + done.stderr
 
 
 def test_no_tensorflow_start_up_lines_reach_the_terminal(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    done = subprocess.run([sys.executable, "-m", "captioner.cli", "caption", str(EXAMPLES / "coffee.jpg")],
-                          capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "captioner.cli", "caption", str(EXAMPLES / "coffee.jpg")], capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0 and done.stdout.strip() == PINNED["coffee.jpg"]
     assert done.stderr == "", done.stderr
 
@@ -79,8 +82,12 @@ def test_an_installed_wheel_carries_the_shipped_model_and_presets(tmp_path):
     shutil.copytree(checkout / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(checkout / name, root / name)
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("captioner-*.whl"))).namelist()
     for needed in ("weights.npz", "config.json", "vocab.json", "train_config.json"):

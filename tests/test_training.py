@@ -18,9 +18,18 @@ from captioner.vocab import Vocabulary
 
 def tiny_config(dataset, tmp_path, name, **overrides):
     settings = dict(
-        data=str(dataset.root), output=str(tmp_path / name), cache_dir=str(tmp_path / "cache"),
-        min_word_count=1, embedding_dim=32, units=32, dropout=0.2, batch_size=16, epochs=2,
-        learning_rate=1e-2, patience=5, seed=3,
+        data=str(dataset.root),
+        output=str(tmp_path / name),
+        cache_dir=str(tmp_path / "cache"),
+        min_word_count=1,
+        embedding_dim=32,
+        units=32,
+        dropout=0.2,
+        batch_size=16,
+        epochs=2,
+        learning_rate=1e-2,
+        patience=5,
+        seed=3,
     )
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -78,8 +87,7 @@ def test_training_learns_and_writes_a_model_directory(dataset, tmp_path):
     cache = FeatureStore(default_cache_dir(dataset.root / "Flicker8k_Dataset", "efficientnet_lite0", root=tmp_path / "cache"))
     _, features = cache.load()
     features = features.astype("float32")
-    assert [h.caption for h in SearchDecoder(decoder, vocab).greedy(features)] == [
-        h.caption for h in SearchDecoder(full_precision, vocab).greedy(features)]
+    assert [h.caption for h in SearchDecoder(decoder, vocab).greedy(features)] == [h.caption for h in SearchDecoder(full_precision, vocab).greedy(features)]
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(dataset, tmp_path):
@@ -92,7 +100,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(dataset, tmp_path):
         for name in names:
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
         assert [h["val_loss"] for h in json.loads(a["progress"].item())["history"]] == pytest.approx(
-            [h["val_loss"] for h in json.loads(b["progress"].item())["history"]], rel=1e-5)
+            [h["val_loss"] for h in json.loads(b["progress"].item())["history"]], rel=1e-5
+        )
 
 
 def test_a_run_is_never_overwritten_and_resume_needs_a_checkpoint(dataset, tmp_path):

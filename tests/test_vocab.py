@@ -63,8 +63,7 @@ def test_encode_wraps_and_maps_unknown_words(vocab):
 
 
 def test_decode_stops_at_end_and_skips_pad_and_start(vocab):
-    ids = [vocab.pad_id, vocab.start_id, *vocab.encode("a black dog", add_special=False), vocab.end_id,
-           vocab.word_to_id["cat"]]
+    ids = [vocab.pad_id, vocab.start_id, *vocab.encode("a black dog", add_special=False), vocab.end_id, vocab.word_to_id["cat"]]
     assert vocab.decode(ids) == "a black dog"
     assert vocab.decode(np.array(vocab.encode("the cat sits"), dtype=np.int64)) == "the cat sits"
     assert vocab.decode([vocab.unk_id]) == UNK
@@ -124,8 +123,7 @@ def test_load_missing_file(tmp_path):
         ('{"format": "something else", "words": []}', "not a vocabulary file"),
         ('{"format": "captioner-vocabulary", "version": 99, "words": []}', "version 99"),
         ('{"format": "captioner-vocabulary", "version": 1, "words": ["dog"]}', "must start with"),
-        ('{"format": "captioner-vocabulary", "version": 1, "words": ["<pad>", "<start>", "<end>", "<unk>", "a", "a"]}',
-         "repeated"),
+        ('{"format": "captioner-vocabulary", "version": 1, "words": ["<pad>", "<start>", "<end>", "<unk>", "a", "a"]}', "repeated"),
     ],
 )
 def test_load_malformed_file(tmp_path, content, problem):

@@ -75,8 +75,9 @@ def _staging_dir(directory: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
 
 
-def save_captioner(directory: str | os.PathLike, decoder: Decoder, vocab: Vocabulary, config: CaptionerConfig,
-                   extra_json: dict[str, dict] | None = None) -> Path:
+def save_captioner(
+    directory: str | os.PathLike, decoder: Decoder, vocab: Vocabulary, config: CaptionerConfig, extra_json: dict[str, dict] | None = None
+) -> Path:
     """Writes a complete model directory, replacing any old one in a single rename.
 
     Args:
@@ -90,8 +91,12 @@ def save_captioner(directory: str | os.PathLike, decoder: Decoder, vocab: Vocabu
             atomic.write_json(staging / name, content)
         vocab.save(staging / VOCAB_FILE)
         arrays = {name: np.asarray(v) for name, v in decoder.variable_names().items()}
-        np.savez(staging / WEIGHTS_FILE, **{  # type: ignore[arg-type]  # numpy's stubs reject **arrays
-           k: a.astype(np.float16) if a.dtype.kind == "f" else a for k, a in arrays.items()})
+        np.savez(
+            staging / WEIGHTS_FILE,
+            **{  # type: ignore[arg-type]  # numpy's stubs reject **arrays
+                k: a.astype(np.float16) if a.dtype.kind == "f" else a for k, a in arrays.items()
+            },
+        )
         _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -164,7 +169,9 @@ def _match_weights(path: Path, decoder: Decoder, arrays: dict[str, np.ndarray], 
     missing = sorted(set(variables) - set(arrays))
     unexpected = sorted(set(arrays) - set(variables))
     if missing or unexpected:
-        raise ModelDirError(path, f"weights do not match {CONFIG_FILE} (missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'})")
+        raise ModelDirError(
+            path, f"weights do not match {CONFIG_FILE} (missing: {', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'})"
+        )
     for name, variable in variables.items():
         if tuple(arrays[name].shape) != tuple(variable.shape):
             raise ModelDirError(path, f"weight {name} has shape {arrays[name].shape}, {CONFIG_FILE} implies {tuple(variable.shape)}")

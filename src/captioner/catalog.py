@@ -54,8 +54,9 @@ def _entry(path: Path, shipped: bool) -> ModelEntry | None:
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         return None
     dataset_name = dataset.get("name", "") if isinstance(dataset, dict) else Path(str(dataset)).name
-    return ModelEntry(path.name if shipped else str(path), path, shipped, decoder, str(config.get("encoder", "?")), dataset_name,
-                      card_summary(path / CARD_FILE))
+    return ModelEntry(
+        path.name if shipped else str(path), path, shipped, decoder, str(config.get("encoder", "?")), dataset_name, card_summary(path / CARD_FILE)
+    )
 
 
 def find_models(search: list[str | os.PathLike] | None = None) -> list[ModelEntry]:

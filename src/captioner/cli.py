@@ -55,8 +55,14 @@ nonnegative_int = _number(int, 0, True)
 positive_float = _number(float, 0, False)
 fraction = _number(float, 0, True, below=1)
 
-_TRAIN_FLAG_TYPES = {"seed": nonnegative_int, "dropout": fraction, "label_smoothing": fraction, "clip_norm": positive_float,
-                     "learning_rate": positive_float, "lr_decay": positive_float}
+_TRAIN_FLAG_TYPES = {
+    "seed": nonnegative_int,
+    "dropout": fraction,
+    "label_smoothing": fraction,
+    "clip_norm": positive_float,
+    "learning_rate": positive_float,
+    "lr_decay": positive_float,
+}
 
 
 # --- the parser (no TensorFlow) -----------------------------------------------------------------------
@@ -81,7 +87,9 @@ def _add_train(sub) -> None:
     p.add_argument("--preset", choices=available_presets(), help="tuned settings from captioner/configs/, e.g. flickr8k")
     p.add_argument("--data", help="dataset folder or file (Flickr8k, Kaggle captions.txt, Karpathy JSON, CSV, JSONL)")
     p.add_argument("--output", help="run directory for checkpoints and the model (default: runs/<preset or 'run'>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint, as it was configured (only --epochs may change)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last checkpoint, as it was configured (only --epochs may change)"
+    )
     p.add_argument("--export", type=Path, help="copy the best model here when training ends (an empty folder, or an older model to replace)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
     for field in dataclasses.fields(TrainConfig):
@@ -196,8 +204,11 @@ def cmd_train(args) -> int:
     from captioner.errors import ArgumentError
     from captioner.training import TrainConfig, load_preset, train
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if f.name not in ("data", "output", "preset") and getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("data", "output", "preset") and getattr(args, f.name, None) is not None
+    }
     if args.resume:
         changed = sorted(set(given) - {"epochs"}) + (["preset"] if args.preset else [])
         if changed:
@@ -214,8 +225,7 @@ def cmd_train(args) -> int:
     settings["output"] = args.output or f"runs/{args.preset or 'run'}"
     settings["data"] = args.data or ""
     config = TrainConfig(**settings)
-    model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None,
-                      verbose=args.verbose)
+    model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None, verbose=args.verbose)
     print(f"best model: {model_dir}")
     if args.export:
         export_model(model_dir, args.export)
@@ -255,9 +265,16 @@ def cmd_evaluate(args) -> int:
     from captioner.report import evaluate_model
 
     result, output_dir = evaluate_model(
-        args.model, args.data, args.split, beam_size=args.beam_size, limit_images=args.limit_images,
-        output_dir=args.output_dir, use_java=False if args.no_java else None, batch_size=args.batch_size,
-        allow_outside_paths=args.allow_outside_paths, verbose=args.verbose,
+        args.model,
+        args.data,
+        args.split,
+        beam_size=args.beam_size,
+        limit_images=args.limit_images,
+        output_dir=args.output_dir,
+        use_java=False if args.no_java else None,
+        batch_size=args.batch_size,
+        allow_outside_paths=args.allow_outside_paths,
+        verbose=args.verbose,
     )
     print(result.format_table(title=f"{args.split} split, beam size {args.beam_size}"))
     print(f"wrote {output_dir}/metrics.json and {output_dir}/captions.json")
@@ -299,8 +316,7 @@ def _version() -> str:
     return f"captioner {__version__} (TensorFlow {installed('tensorflow-cpu', 'tensorflow')}, Keras {installed('keras')})"
 
 
-COMMANDS = {"caption": cmd_caption, "train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate, "encoders": cmd_encoders,
-            "models": cmd_models}
+COMMANDS = {"caption": cmd_caption, "train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate, "encoders": cmd_encoders, "models": cmd_models}
 
 
 # --- quiet start, logging, errors -------------------------------------------------------------------

@@ -165,20 +165,19 @@ class SearchDecoder:
         tokens, log_prob, maps = self._greedy(tf.convert_to_tensor(features, tf.float32))
         return [self._hypothesis(row, lp, lp, m) for row, lp, m in zip(tokens.numpy(), log_prob.numpy(), maps.numpy())]
 
-    def beam(self, features: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
-             length_penalty: float = defaults.LENGTH_PENALTY) -> list[list[Hypothesis]]:
+    def beam(
+        self, features: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1, length_penalty: float = defaults.LENGTH_PENALTY
+    ) -> list[list[Hypothesis]]:
         """Beam search for a batch of features; the `num_captions` best hypotheses per image, best first."""
         check_search(beam_size, num_captions)
-        history, log_prob, score, maps = (x.numpy() for x in self._beam(
-            tf.convert_to_tensor(features, tf.float32), tf.constant(beam_size), tf.constant(float(length_penalty))
-        ))
-        return [
-            [self._hypothesis(history[b, k], log_prob[b, k], score[b, k], maps[b, k]) for k in range(num_captions)]
-            for b in range(len(history))
-        ]
+        history, log_prob, score, maps = (
+            x.numpy() for x in self._beam(tf.convert_to_tensor(features, tf.float32), tf.constant(beam_size), tf.constant(float(length_penalty)))
+        )
+        return [[self._hypothesis(history[b, k], log_prob[b, k], score[b, k], maps[b, k]) for k in range(num_captions)] for b in range(len(history))]
 
-    def caption(self, features: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
-                length_penalty: float = defaults.LENGTH_PENALTY) -> list[list[Hypothesis]]:
+    def caption(
+        self, features: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1, length_penalty: float = defaults.LENGTH_PENALTY
+    ) -> list[list[Hypothesis]]:
         """Greedy when `beam_size` is 1, else beam search; always a list of hypotheses per image."""
         check_search(beam_size, num_captions)
         if beam_size == 1:

@@ -158,9 +158,7 @@ def _materialise(ref: _TensorRef, buffers: dict[str, np.ndarray]) -> np.ndarray:
     last = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride))
     if ref.offset < 0 or any(s < 0 for s in ref.stride) or last >= buf.size or math.prod(ref.shape) > buf.size:
         raise ValueError(f"tensor of shape {ref.shape} does not fit its storage")
-    view = np.lib.stride_tricks.as_strided(
-        buf[ref.offset :], shape=ref.shape, strides=[s * buf.itemsize for s in ref.stride], writeable=False
-    )
+    view = np.lib.stride_tricks.as_strided(buf[ref.offset :], shape=ref.shape, strides=[s * buf.itemsize for s in ref.stride], writeable=False)
     return view.copy(order="C")  # owned and writable, not a window on the file's bytes
 
 
@@ -223,8 +221,19 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsFileError(f"weights file not found: {os.fspath(path)}") from None
     except OSError as e:
         raise WeightsFileError(f"cannot read weights file {os.fspath(path)}: {e}") from e
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, struct.error, AttributeError,
-            IndexError, OverflowError, MemoryError, RecursionError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        struct.error,
+        AttributeError,
+        IndexError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as e:
         reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line, whatever the parser said
         raise WeightsFileError(f"corrupted or unsupported PyTorch weights file {os.fspath(path)}: {reason}") from e
 
@@ -280,9 +289,7 @@ def _mbconv(x, in_filters: int, out_filters: int, kernel: int, stride: int, expa
     return x
 
 
-def build_efficientnet_lite(
-    variant: int = 0, weights: str | os.PathLike | None = "imagenet", include_top: bool = False
-) -> keras.Model:
+def build_efficientnet_lite(variant: int = 0, weights: str | os.PathLike | None = "imagenet", include_top: bool = False) -> keras.Model:
     """Builds EfficientNet-Lite{variant} as a functional Keras model.
 
     Args:
@@ -386,18 +393,13 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray], source:
             expected = tuple(layer.weights[len(values)].shape)
             tensor = state[name]
             if tensor.ndim != len(expected) or convert(tensor).shape != expected:
-                raise WeightsFileError(
-                    f"{source}: {name} {tensor.shape} does not fit layer {layer.name} {expected} (wrong variant?)"
-                )
+                raise WeightsFileError(f"{source}: {name} {tensor.shape} does not fit layer {layer.name} {expected} (wrong variant?)")
             values.append(convert(tensor).astype(np.float32))
             used.add(name)
         assignments.append((layer, values))
 
     has_top = any(isinstance(layer, layers.Dense) for layer in model.layers)
-    leftover = sorted(
-        k for k in state
-        if k not in used and not k.endswith("num_batches_tracked") and (has_top or not k.startswith("_fc."))
-    )
+    leftover = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked") and (has_top or not k.startswith("_fc.")))
     if leftover:
         raise WeightsFileError(f"{source}: tensors with no layer (wrong variant?): {leftover[:5]}")
     for layer, values in assignments:

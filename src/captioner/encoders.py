@@ -136,9 +136,7 @@ class Encoder:
         s = info.input_size
         # One trace serves every batch size; model.predict would pay a large fixed cost per call.
         # No jit_compile: XLA on CPU ran Lite0 ~8x slower here (its depthwise convolutions).
-        self._forward = tf.function(
-            lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, s, s, 3), tf.float32)]
-        )
+        self._forward = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec((None, s, s, 3), tf.float32)])
 
     def __repr__(self) -> str:
         return f"Encoder({self.info})"
@@ -158,10 +156,7 @@ class Encoder:
         s = self.info.input_size
         if images.ndim != 4 or images.shape[1:] != (s, s, 3):
             raise ValueError(f"{self.info.name} expects images of shape (B, {s}, {s}, 3), got {images.shape}")
-        grids = [
-            self._forward(images[i : i + batch_size].astype(np.float32)).numpy()
-            for i in range(0, len(images), batch_size)
-        ]
+        grids = [self._forward(images[i : i + batch_size].astype(np.float32)).numpy() for i in range(0, len(images), batch_size)]
         grid = np.concatenate(grids) if grids else np.zeros((0, *self.info.grid_shape), np.float32)  # (B, g, g, D)
         return grid if spatial else grid.mean(axis=(1, 2))  # (B, D)
 

@@ -48,18 +48,21 @@ class Captioner:
             return grid.reshape(len(grid), -1, grid.shape[-1])
         return self.encoder.encode(images)
 
-    def caption_arrays(self, images: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
-                       length_penalty: float = defaults.LENGTH_PENALTY) -> list[list[Hypothesis]]:
+    def caption_arrays(
+        self, images: np.ndarray, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1, length_penalty: float = defaults.LENGTH_PENALTY
+    ) -> list[list[Hypothesis]]:
         """(B, S, S, 3) uint8 images -> hypotheses per image, best first."""
         return self.search.caption(self.features(images), beam_size, num_captions, length_penalty)
 
-    def caption(self, source: str | os.PathLike | bytes, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
-                length_penalty: float = defaults.LENGTH_PENALTY) -> list[Hypothesis]:
+    def caption(
+        self, source: str | os.PathLike | bytes, beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1, length_penalty: float = defaults.LENGTH_PENALTY
+    ) -> list[Hypothesis]:
         """Hypotheses for one image file (or its bytes), best first."""
         return self.caption_arrays(self.load(source)[None], beam_size, num_captions, length_penalty)[0]
 
-    def caption_files(self, paths: Iterable[Path], beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1,
-                      batch_size: int = defaults.CAPTION_BATCH_SIZE) -> Iterator[tuple[Path, list[Hypothesis] | ImageError]]:
+    def caption_files(
+        self, paths: Iterable[Path], beam_size: int = defaults.BEAM_SIZE, num_captions: int = 1, batch_size: int = defaults.CAPTION_BATCH_SIZE
+    ) -> Iterator[tuple[Path, list[Hypothesis] | ImageError]]:
         """Captions many files in batches, yielding (path, hypotheses) or (path, ImageError) in input order.
 
         The next batch is read from disk on a worker thread while this one is encoded.

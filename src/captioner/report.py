@@ -22,12 +22,21 @@ from captioner.training.batches import FeatureReader
 log = logging.getLogger(__name__)
 
 
-def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[str, Path], beam_size: int, batch_size: int = 64,
-                            cache_root: str | None = None, length_penalty: float = defaults.LENGTH_PENALTY) -> dict[str, str]:
+def generate_split_captions(
+    captioner: Captioner,
+    image_dir: Path,
+    images: dict[str, Path],
+    beam_size: int,
+    batch_size: int = 64,
+    cache_root: str | None = None,
+    length_penalty: float = defaults.LENGTH_PENALTY,
+) -> dict[str, str]:
     """Best caption per image key; features come from (and go into) the feature store."""
     config = captioner.config
     grid = captioner.decoder.features == GRID
-    store = FeatureStore(default_cache_dir(image_dir, config.encoder, grid, config.encoder_weights, cache_root), config.encoder, config.encoder_weights, spatial=grid)
+    store = FeatureStore(
+        default_cache_dir(image_dir, config.encoder, grid, config.encoder_weights, cache_root), config.encoder, config.encoder_weights, spatial=grid
+    )
     report = update_features(store, images)
     keys = [k for k in images if k not in report.failed]
     reader = FeatureReader(store, store.positions(keys), captioner.decoder.features)
@@ -41,10 +50,19 @@ def generate_split_captions(captioner: Captioner, image_dir: Path, images: dict[
     return captions
 
 
-def evaluate_model(model_dir: str | os.PathLike | None, data: str | os.PathLike, split: str = "dev", beam_size: int = defaults.BEAM_SIZE,
-                   limit_images: int | None = None, output_dir: str | os.PathLike | None = None, use_java: bool | None = None,
-                   batch_size: int = 64, cache_root: str | None = None, allow_outside_paths: bool = False,
-                   verbose: bool = False) -> tuple[EvaluationResult, Path]:
+def evaluate_model(
+    model_dir: str | os.PathLike | None,
+    data: str | os.PathLike,
+    split: str = "dev",
+    beam_size: int = defaults.BEAM_SIZE,
+    limit_images: int | None = None,
+    output_dir: str | os.PathLike | None = None,
+    use_java: bool | None = None,
+    batch_size: int = 64,
+    cache_root: str | None = None,
+    allow_outside_paths: bool = False,
+    verbose: bool = False,
+) -> tuple[EvaluationResult, Path]:
     """Captions a split, scores it, writes `metrics.json` and `captions.json`; returns (result, output dir)."""
     dataset = load_dataset(data, allow_outside_paths=allow_outside_paths)
     log_skipped_lines(dataset, verbose)
@@ -59,15 +77,22 @@ def evaluate_model(model_dir: str | os.PathLike | None, data: str | os.PathLike,
     result = score_captions(hypotheses, references, use_java=use_java, spice=True)
     # Not inside the model directory: the shipped model lives in the package.
     output_dir = Path(output_dir or Path("runs") / "eval" / f"{captioner.model_dir.name}-{split}-beam{beam_size}")
-    atomic.write_json(output_dir / "metrics.json", {
-        **result.to_dict(),
-        "model_dir": str(captioner.model_dir),
-        "data": str(data),
-        "split": split,
-        "decoding": {"beam_size": beam_size, "length_penalty": defaults.LENGTH_PENALTY if beam_size > 1 else None, "max_length": captioner.search.max_length},
-        "distinct_captions": len(set(hypotheses.values())),
-        "caption_seconds": round(seconds, 2),
-        "captioner_version": __version__,
-    })
+    atomic.write_json(
+        output_dir / "metrics.json",
+        {
+            **result.to_dict(),
+            "model_dir": str(captioner.model_dir),
+            "data": str(data),
+            "split": split,
+            "decoding": {
+                "beam_size": beam_size,
+                "length_penalty": defaults.LENGTH_PENALTY if beam_size > 1 else None,
+                "max_length": captioner.search.max_length,
+            },
+            "distinct_captions": len(set(hypotheses.values())),
+            "caption_seconds": round(seconds, 2),
+            "captioner_version": __version__,
+        },
+    )
     atomic.write_json(output_dir / "captions.json", hypotheses)
     return result, output_dir

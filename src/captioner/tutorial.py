@@ -62,7 +62,7 @@ def pad_prefix(sequence: list[int], max_length: int) -> np.ndarray:
     padded = np.zeros(max_length, dtype="int32")
     tail = sequence[-max_length:]
     if tail:
-        padded[-len(tail):] = tail
+        padded[-len(tail) :] = tail
     return padded
 
 

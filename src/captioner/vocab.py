@@ -213,7 +213,7 @@ class Vocabulary:
         except OSError as e:
             raise VocabularyError(path, f"cannot read: {e.strerror or e}") from None
         if not isinstance(doc, dict) or doc.get("format") != _FILE_FORMAT or not isinstance(doc.get("words"), list):
-            raise VocabularyError(path, f"not a vocabulary file (expected {{\"format\": \"{_FILE_FORMAT}\", \"words\": [...]}})")
+            raise VocabularyError(path, f'not a vocabulary file (expected {{"format": "{_FILE_FORMAT}", "words": [...]}})')
         if doc.get("version") != _FILE_VERSION:
             raise VocabularyError(path, f"unsupported vocabulary file version {doc.get('version')!r}")
         words = doc["words"]

@@ -163,13 +163,7 @@ class LoadReport:
     def problems(self) -> int:
         """Number of skipped or ignored items of every kind."""
         return (
-            self.skipped_lines
-            + self.missing_images
-            + self.empty_captions
-            + self.unknown_splits
-            + self.outside_paths
-            + self.split_conflicts
-            + self.split_extras
+            self.skipped_lines + self.missing_images + self.empty_captions + self.unknown_splits + self.outside_paths + self.split_conflicts + self.split_extras
         )
 
     def summary(self, verbose: bool = False) -> str | None:
@@ -190,9 +184,7 @@ class LoadReport:
             return None
         head = (f"{self.source}: " if self.source else "") + ", ".join(self._counts())
         prefixes = (f"{self.source} ", f"{self.source}: ") if self.source else ()
-        examples = [
-            _example(m, prefixes) for i, m in enumerate(self.messages) if i not in self._notices
-        ]
+        examples = [_example(m, prefixes) for i, m in enumerate(self.messages) if i not in self._notices]
         if verbose:
             lines = [f"{head}:", *(f"  {e}" for e in examples)]
             if self.more_messages:
@@ -256,7 +248,7 @@ def _example(message: str, prefixes: tuple[str, ...]) -> str:
     """A message without the file name the summary already starts with, or its "; skipped"."""
     for prefix in prefixes:
         if message.startswith(prefix):
-            message = message[len(prefix):]
+            message = message[len(prefix) :]
             break
     return message.removesuffix("; skipped")
 
@@ -328,9 +320,14 @@ class CaptionDataset:
             digest.update(json.dumps([key, self.captions[key]], ensure_ascii=False).encode())
         for split in sorted(self.splits):
             digest.update(json.dumps([split, sorted(self.splits[split])]).encode())
-        return {"name": Path(given).resolve().name, "format": self.name, "images": len(self.captions),
-                "captions": sum(map(len, self.captions.values())), "splits": {s: len(k) for s, k in self.splits.items()},
-                "sha256": digest.hexdigest()}
+        return {
+            "name": Path(given).resolve().name,
+            "format": self.name,
+            "images": len(self.captions),
+            "captions": sum(map(len, self.captions.values())),
+            "splits": {s: len(k) for s, k in self.splits.items()},
+            "sha256": digest.hexdigest(),
+        }
 
 
 @dataclass

@@ -53,9 +53,7 @@ def read_csv(csv_file: Path, image_dir: Path) -> Raw:
     header_line = text.lstrip().split("\n", 1)[0].rstrip("\r")
     found = header_columns(header_line)
     if found is None:
-        raise DatasetError(
-            csv_file, f"not a caption CSV: the header {shorten(header_line, 60)!r} needs 'image' and 'caption' columns"
-        )
+        raise DatasetError(csv_file, f"not a caption CSV: the header {shorten(header_line, 60)!r} needs 'image' and 'caption' columns")
     delimiter, columns = found
     image_col = _column(columns, _IMAGE_COLUMNS)
     caption_col = _column(columns, _CAPTION_COLUMNS)
@@ -95,9 +93,7 @@ def _rows(reader) -> Iterator[tuple[int, list[str] | str]]:
             yield reader.line_num, row
 
 
-def _parse_csv_row(
-    row: list[str] | str, width: int, image_col: int, caption_col: int, split_col: int | None
-) -> tuple[str, str, str | None] | str:
+def _parse_csv_row(row: list[str] | str, width: int, image_col: int, caption_col: int, split_col: int | None) -> tuple[str, str, str | None] | str:
     if isinstance(row, str):
         return row
     if len(row) > width and caption_col == width - 1:

@@ -73,9 +73,7 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as e:
         start = bom + e.start  # e.start counts from after the BOM
         line = data[:start].count(b"\n") + 1
-        raise DatasetError(
-            path, f"not UTF-8 text (byte 0x{data[start]:02x} on line {line}); re-save the file as UTF-8"
-        ) from None
+        raise DatasetError(path, f"not UTF-8 text (byte 0x{data[start]:02x} on line {line}); re-save the file as UTF-8") from None
 
 
 def read_lines(text: str) -> Iterator[tuple[int, str]]:

@@ -59,9 +59,7 @@ def read_flickr8k(path: Path, image_dir: Path | None) -> Raw:
 
 
 def _parse_token_file(token_file: Path, report: LoadReport) -> list[Record]:
-    records: list[Record] = [
-        (key, caption, None, number) for number, (key, caption) in parse_lines(token_file, report, _parse_token_line)
-    ]
+    records: list[Record] = [(key, caption, None, number) for number, (key, caption) in parse_lines(token_file, report, _parse_token_line)]
     if not records:
         first = f": {report.messages[0]}" if report.messages else ""
         raise DatasetError(token_file, f"not a Flickr8k token file (no '<image>#<n><TAB><caption>' line){first}")
@@ -96,11 +94,13 @@ def _looks_like_token_line(first_line: str) -> bool:
     return "\t" in first_line and "#" in first_line.split("\t", 1)[0]
 
 
-register(Format(
-    name="flickr8k",
-    read=read_flickr8k,
-    looks_for=TOKEN_FILE,
-    in_directory=lambda directory: find_token_file(directory) is not None,
-    file_suffixes=(".token.txt",),
-    sniff=_looks_like_token_line,
-))
+register(
+    Format(
+        name="flickr8k",
+        read=read_flickr8k,
+        looks_for=TOKEN_FILE,
+        in_directory=lambda directory: find_token_file(directory) is not None,
+        file_suffixes=(".token.txt",),
+        sniff=_looks_like_token_line,
+    )
+)

@@ -35,10 +35,12 @@ def read_kaggle(path: Path, image_dir: Path | None) -> Raw:
     return read_csv(captions_file, image_dir)
 
 
-register(Format(
-    name="kaggle",
-    read=read_kaggle,
-    looks_for=CAPTIONS_FILE,
-    in_directory=lambda directory: (directory / CAPTIONS_FILE).is_file(),
-    file_names=(CAPTIONS_FILE,),
-))
+register(
+    Format(
+        name="kaggle",
+        read=read_kaggle,
+        looks_for=CAPTIONS_FILE,
+        in_directory=lambda directory: (directory / CAPTIONS_FILE).is_file(),
+        file_names=(CAPTIONS_FILE,),
+    )
+)

@@ -44,7 +44,7 @@ def read_karpathy(path: Path, image_dir: Path | None) -> Raw:
     except json.JSONDecodeError as e:
         raise DatasetError(path, f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise DatasetError(path, "not a Karpathy caption file (expected {\"images\": [...]})")
+        raise DatasetError(path, 'not a Karpathy caption file (expected {"images": [...]})')
     report = LoadReport(unit="record")
     records: list[Record] = []
     for index, entry in enumerate(doc["images"]):
@@ -98,10 +98,12 @@ def _sentence_text(sentence: object) -> str | None:
     return None
 
 
-register(Format(
-    name="karpathy",
-    read=read_karpathy,
-    looks_for="dataset_*.json",
-    in_directory=lambda directory: bool(karpathy_files(directory)),
-    file_suffixes=(".json",),
-))
+register(
+    Format(
+        name="karpathy",
+        read=read_karpathy,
+        looks_for="dataset_*.json",
+        in_directory=lambda directory: bool(karpathy_files(directory)),
+        file_suffixes=(".json",),
+    )
+)

@@ -142,9 +142,7 @@ def _existing_files(image_dir: Path, keys: Iterable[str]) -> set[str]:
     return present
 
 
-def _splits_from_lists(
-    lists: dict[str, list[str]], captions: dict[str, list[str]], report: LoadReport
-) -> dict[str, list[str]]:
+def _splits_from_lists(lists: dict[str, list[str]], captions: dict[str, list[str]], report: LoadReport) -> dict[str, list[str]]:
     splits: dict[str, list[str]] = {}
     owner: dict[str, str] = {}
     for split, names in lists.items():
@@ -164,9 +162,7 @@ def _splits_from_lists(
     return splits
 
 
-def _splits_from_records(
-    captions: dict[str, list[str]], record_splits: dict[str, str], hashed: bool
-) -> dict[str, list[str]]:
+def _splits_from_records(captions: dict[str, list[str]], record_splits: dict[str, str], hashed: bool) -> dict[str, list[str]]:
     if hashed:
         splits: dict[str, list[str]] = {s: [] for s in SPLITS}
         for key in captions:
@@ -181,15 +177,9 @@ def _splits_from_records(
 def _nothing_loaded(raw: Raw, check_images: bool) -> str:
     r = raw.report
     if check_images and r.missing_images:
-        return (
-            f"none of the {r.missing_images:,} images named in the captions is in {raw.image_dir} "
-            "(wrong image_dir?)"
-        )
+        return f"none of the {r.missing_images:,} images named in the captions is in {raw.image_dir} (wrong image_dir?)"
     if r.outside_paths and not r.empty_captions:
-        return (
-            f"all {r.outside_paths:,} image paths are outside the dataset folder (absolute or with '..'); "
-            "pass allow_outside_paths=True to use them"
-        )
+        return f"all {r.outside_paths:,} image paths are outside the dataset folder (absolute or with '..'); pass allow_outside_paths=True to use them"
     if r.empty_captions and not r.outside_paths:
         return f"no usable captions: all {r.empty_captions:,} are empty after cleaning"
     first = f" (first problem: {r.messages[0]})" if r.messages else ""

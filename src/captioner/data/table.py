@@ -101,21 +101,25 @@ def _fill_missing_splits(records: list[Record], report: LoadReport, name: str) -
     return kept
 
 
-register(Format(
-    name="csv",
-    read=read_csv_dataset,
-    looks_for="*.csv",
-    in_directory=lambda directory: bool(files_with_suffix(directory, (".csv",))),
-    file_suffixes=CSV_SUFFIXES,
-    # A first line that opens a JSON object is JSON Lines, even if it could parse as a header.
-    sniff=lambda first_line: not first_line.startswith("{") and header_columns(first_line) is not None,
-))
+register(
+    Format(
+        name="csv",
+        read=read_csv_dataset,
+        looks_for="*.csv",
+        in_directory=lambda directory: bool(files_with_suffix(directory, (".csv",))),
+        file_suffixes=CSV_SUFFIXES,
+        # A first line that opens a JSON object is JSON Lines, even if it could parse as a header.
+        sniff=lambda first_line: not first_line.startswith("{") and header_columns(first_line) is not None,
+    )
+)
 
-register(Format(
-    name="jsonl",
-    read=read_jsonl_dataset,
-    looks_for="*.jsonl",
-    in_directory=lambda directory: bool(files_with_suffix(directory, JSONL_SUFFIXES)),
-    file_suffixes=JSONL_SUFFIXES,
-    sniff=lambda first_line: first_line.startswith("{"),
-))
+register(
+    Format(
+        name="jsonl",
+        read=read_jsonl_dataset,
+        looks_for="*.jsonl",
+        in_directory=lambda directory: bool(files_with_suffix(directory, JSONL_SUFFIXES)),
+        file_suffixes=JSONL_SUFFIXES,
+        sniff=lambda first_line: first_line.startswith("{"),
+    )
+)

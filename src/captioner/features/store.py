@@ -60,7 +60,9 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "captioner"
 
 
-def default_cache_dir(image_dir: str | os.PathLike, encoder: str, spatial: bool = False, weights: str | None = "imagenet", root: str | os.PathLike | None = None) -> Path:
+def default_cache_dir(
+    image_dir: str | os.PathLike, encoder: str, spatial: bool = False, weights: str | None = "imagenet", root: str | os.PathLike | None = None
+) -> Path:
     """One store per image folder and encoder setting: `<root>/features/<folder>-<hash>/<encoder>-<kind>-v2`."""
     image_dir = Path(image_dir).resolve()
     digest = hashlib.sha1(str(image_dir).encode()).hexdigest()[:10]
@@ -113,8 +115,14 @@ class ShardWriter:
         self.count += 1
         with atomic.atomic_path(stem.with_suffix(".npy")) as tmp:
             np.save(tmp, features)
-        index = {"keys": list(keys), "sources": list(sources), "rows": len(features), "shape": list(features.shape[1:]),
-                 "crc32": zlib.crc32(features.tobytes()), "written": time.time_ns()}
+        index = {
+            "keys": list(keys),
+            "sources": list(sources),
+            "rows": len(features),
+            "shape": list(features.shape[1:]),
+            "crc32": zlib.crc32(features.tobytes()),
+            "written": time.time_ns(),
+        }
         atomic.write_json(stem.with_suffix(".json"), index)
         return stem.with_suffix(".npy")
 
@@ -130,8 +138,9 @@ class FeatureStore:
         verify: check every shard's CRC-32 when opening (reads the whole store once).
     """
 
-    def __init__(self, directory: str | os.PathLike, encoder: str = "efficientnet_lite0", weights: str | None = "imagenet",
-                 spatial: bool = False, verify: bool = True):
+    def __init__(
+        self, directory: str | os.PathLike, encoder: str = "efficientnet_lite0", weights: str | None = "imagenet", spatial: bool = False, verify: bool = True
+    ):
         self.directory = Path(directory)
         self.encoder = encoder
         self.weights = weights
@@ -159,7 +168,9 @@ class FeatureStore:
 
     def _check_or_write_meta(self) -> None:
         if (self.directory / "features.npz").exists() or any(self.directory.glob("part-*.npz")):
-            raise FeatureCacheError(self.directory, f"feature cache made by captioner 0.1, which this version cannot read; delete it to rebuild it (rm -r '{self.directory}')")
+            raise FeatureCacheError(
+                self.directory, f"feature cache made by captioner 0.1, which this version cannot read; delete it to rebuild it (rm -r '{self.directory}')"
+            )
         path = self.directory / META_FILE
         if path.exists():
             try:
@@ -170,7 +181,9 @@ class FeatureStore:
                 raise FeatureCacheError(path, "unreadable store metadata; delete the folder to rebuild it") from None
             diff = [f"{k}: store has {found.get(k)!r}, wanted {v!r}" for k, v in self.meta.items() if found.get(k) != v]
             if diff:
-                raise FeatureCacheError(self.directory, f"feature store made with other settings ({'; '.join(diff)}); use another cache folder or delete this one")
+                raise FeatureCacheError(
+                    self.directory, f"feature store made with other settings ({'; '.join(diff)}); use another cache folder or delete this one"
+                )
         else:
             atomic.write_json(path, self.meta)
 

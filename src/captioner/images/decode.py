@@ -92,8 +92,9 @@ def load_image(source: str | os.PathLike | bytes, size: int | None = None, *, na
         needed = _decode_bytes(img, size)
         if needed > MAX_DECODE_BYTES:
             width, height = stored
-            raise ImageError(label, f"image too large to decode ({width}x{height} {img.mode} needs about "
-                                    f"{needed // 2**20} MiB; limit {MAX_DECODE_BYTES // 2**20} MiB)")
+            raise ImageError(
+                label, f"image too large to decode ({width}x{height} {img.mode} needs about {needed // 2**20} MiB; limit {MAX_DECODE_BYTES // 2**20} MiB)"
+            )
         # Force the full decode now: Pillow decodes lazily, and a truncated file must fail
         # here with a clear message rather than later or, worse, as half an image.
         img.load()

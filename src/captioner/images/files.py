@@ -200,8 +200,7 @@ def _check_regular_file(info: os.stat_result, label: str) -> None:
 def _file_type_problem(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "is a directory, not an image file"
-    kinds = ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-             (stat.S_ISSOCK, "socket"))
+    kinds = ((stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
     kind = next((name for test, name in kinds if test(mode)), "special file")
     return f"not a regular file ({kind})"
 

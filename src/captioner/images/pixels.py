@@ -39,8 +39,7 @@ _ORIENTATIONS = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_SWAPS_SIDES = frozenset({Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270,
-                          Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90})
+_SWAPS_SIDES = frozenset({Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90})
 
 
 def conversion_bytes(width: int, height: int, size: int | None) -> int:
@@ -91,8 +90,7 @@ def exif_orientation(img: Image.Image) -> Image.Transpose | None:
         return None
 
 
-def rgb_pixels(img: Image.Image, size: int | None, transpose: Image.Transpose | None,
-               extent: tuple[float, float]) -> np.ndarray:
+def rgb_pixels(img: Image.Image, size: int | None, transpose: Image.Transpose | None, extent: tuple[float, float]) -> np.ndarray:
     """Converts the decoded image to upright RGB, tile by tile, reduced, then squashed to `size`.
 
     `extent` is the part of `img`, in its pixels, that the whole stored image maps to: its size,
@@ -134,8 +132,7 @@ def rgb_pixels(img: Image.Image, size: int | None, transpose: Image.Transpose | 
     return np.array(resized, dtype=np.uint8)
 
 
-def _upright_box(covered: tuple[float, float], shape: tuple[int, int],
-                 transpose: Image.Transpose | None) -> tuple[float, float, float, float]:
+def _upright_box(covered: tuple[float, float], shape: tuple[int, int], transpose: Image.Transpose | None) -> tuple[float, float, float, float]:
     """Where the region (0, 0, *covered) of a stored image of `shape` (w, h) lands once upright."""
     (x, y), (width, height) = covered, shape
     T = Image.Transpose
@@ -231,4 +228,3 @@ def _composite_on_white(img: Image.Image) -> Image.Image:
     rgba = img.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
-

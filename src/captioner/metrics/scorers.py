@@ -46,8 +46,7 @@ NLTK_WEIGHTS = {
 JAVA_DISABLED = "Java not used (use_java=False)"
 
 
-def _nltk_bleu(keys: Sequence[str], hyps: Mapping[str, str], refs: Mapping[str, Sequence[str]],
-               tokenize: Callable[[str], list[str]]) -> dict[str, float]:
+def _nltk_bleu(keys: Sequence[str], hyps: Mapping[str, str], refs: Mapping[str, Sequence[str]], tokenize: Callable[[str], list[str]]) -> dict[str, float]:
     from nltk.translate.bleu_score import corpus_bleu
 
     list_of_references = [[tokenize(r) for r in refs[k]] for k in keys]
@@ -112,15 +111,13 @@ class _MeteorProcess:
         self._stderr = tempfile.TemporaryFile()
         self.cmd = _meteor_command(java, meteor_module.METEOR_JAR)
         try:
-            self.proc = subprocess.Popen(self.cmd, cwd=str(cwd), stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=self._stderr)
+            self.proc = subprocess.Popen(self.cmd, cwd=str(cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
         except BaseException:
             self._stderr.close()
             raise
         self.timed_out = False
 
-    def score(self, gts: Mapping[str, list[str]], res: Mapping[str, list[str]],
-              timeout: float) -> tuple[float, list[float]]:
+    def score(self, gts: Mapping[str, list[str]], res: Mapping[str, list[str]], timeout: float) -> tuple[float, list[float]]:
         # Reuse pycocoevalcap's own protocol code (Meteor.compute_score) on our process.
         meteor = _borrowed_meteor_class()(self.proc)
         gts = {k: [r.replace("|||", "") for r in v] for k, v in gts.items()}
@@ -177,7 +174,6 @@ class _MeteorProcess:
         self.close()
 
 
-
 def _pycocoevalcap_dir() -> Path:
     import pycocoevalcap.bleu.bleu
 
@@ -191,8 +187,10 @@ def _spice_unavailable_reason() -> str | None:
     lib = _pycocoevalcap_dir() / "spice" / "lib"
     missing = [j for j in SPICE_CORENLP_JARS if not (lib / j).is_file()]
     if missing:
-        return (f"needs Stanford CoreNLP 3.6.0 ({', '.join(missing)} in {lib}), which pycocoevalcap "
-                "downloads from nlp.stanford.edu on first use; not installed and not downloaded here")
+        return (
+            f"needs Stanford CoreNLP 3.6.0 ({', '.join(missing)} in {lib}), which pycocoevalcap "
+            "downloads from nlp.stanford.edu on first use; not installed and not downloaded here"
+        )
     return None
 
 
@@ -205,8 +203,9 @@ def _run_spice(java: str, gts: Mapping[str, list[str]], res: Mapping[str, list[s
         # pycocoevalcap's command, minus its LMDB cache in site-packages.
         cmd = [java, "-jar", "-Xmx8G", "spice-1.0.jar", str(in_path), "-out", str(out_path), "-subset", "-silent"]
         try:
-            proc = subprocess.run(cmd, cwd=str(spice_dir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            proc = subprocess.run(
+                cmd, cwd=str(spice_dir), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             raise _JavaFailure(f"SPICE timed out after {timeout:.0f} s") from exc
         if proc.returncode != 0 or not out_path.is_file():
@@ -338,7 +337,7 @@ def score_captions(
         pos = n
         for k in keys:
             m = len(references[k])
-            gts[k] = tokens[pos: pos + m]
+            gts[k] = tokens[pos : pos + m]
             pos += m
 
         sink = io.StringIO()  # pycocoevalcap prints progress and BLEU internals
@@ -383,13 +382,19 @@ def score_captions(
         t0 = time.perf_counter()
         metrics.update(_nltk_bleu(keys, hypotheses, references, nltk_tokenizer or nltk_tokenize))
         timings["nltk_BLEU"] = time.perf_counter() - t0
-        notes.append("nltk_BLEU: nltk corpus_bleu on lower-cased, punctuation-stripped, whitespace-split "
-                     "text, no smoothing (not comparable with coco-caption BLEU)")
+        notes.append(
+            "nltk_BLEU: nltk corpus_bleu on lower-cased, punctuation-stripped, whitespace-split text, no smoothing (not comparable with coco-caption BLEU)"
+        )
 
     for name, reason in skipped.items():
         logger.info("%s skipped: %s", name, reason)
     logger.debug("scored %d images in %s", n, {k: round(v, 2) for k, v in timings.items()})
-    return EvaluationResult(metrics=_ordered(metrics), skipped=_ordered(skipped), tokenizer=tokenizer,
-                            num_images=n, notes=notes, timings=timings,
-                            per_image={k: _ordered(v) for k, v in images.items()} if per_image else None)
-
+    return EvaluationResult(
+        metrics=_ordered(metrics),
+        skipped=_ordered(skipped),
+        tokenizer=tokenizer,
+        num_images=n,
+        notes=notes,
+        timings=timings,
+        per_image={k: _ordered(v) for k, v in images.items()} if per_image else None,
+    )

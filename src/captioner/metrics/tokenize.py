@@ -35,8 +35,7 @@ TOKENIZER_PYTHON = "ptb-python (pure-Python re-implementation of coco-caption's 
 # package (a test checks the two lists agree). Note the bracket tokens are upper-case here while the
 # tokenizer runs with -lowerCase, so coco-caption never actually removes "-lrb-" and friends: we keep
 # that behaviour.
-PTB_PUNCTUATIONS = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-                    ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+PTB_PUNCTUATIONS = ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
 
 JAVA_NOT_FOUND = "Java not found (no `java` on PATH)"
 
@@ -100,8 +99,7 @@ def ptb_tokenize_java(captions: Sequence[str], *, java: str | None = None, timeo
     with tempfile.TemporaryDirectory(prefix="captioner-ptb-") as tmp:
         path = Path(tmp) / "captions.txt"
         path.write_bytes(("\n".join(captions) + "\n").encode("utf-8"))
-        cmd = [java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer",
-               "-preserveLines", "-lowerCase", str(path)]
+        cmd = [java, "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase", str(path)]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"PTBTokenizer exited with {proc.returncode}: {_tail(proc.stderr)}")
@@ -123,13 +121,15 @@ def ptb_tokenize_java(captions: Sequence[str], *, java: str | None = None, timeo
 # such rare text the fallback can differ by a token.
 
 # Abbreviations that keep their period whatever follows ("st. louis", "mr. smith", "etc.").
-_ABBREV_ANY_CASE = frozenset("""
+_ABBREV_ANY_CASE = frozenset(
+    """
 mr mrs ms dr drs jr sr st mt ft co cos inc ltd corp vs etc cf al esq bros dept univ assn ph.d
 jan feb mar apr jun jul aug sep sept oct nov dec mon tue tues wed thu thurs fri
 ave rd blvd sq ct tel calif prof gen col capt sgt lt rev gov sen sens rep reps adm maj pvt
 messrs hon mme mlle pres supt det ala ariz colo conn fla ga ind kan ky md mich minn mo mont
 neb nev okla penn tenn va vt wis wyo
-""".split())
+""".split()
+)
 # ... only when written with a capital ("Miss.", "Wash." but not "miss.", "wash.").
 _ABBREV_CAPITALISED = frozenset("miss mass ark del ill la ore pa tex wash".split())
 # ... only when a number follows ("no. 5").
@@ -143,11 +143,22 @@ _OPEN = {"(": "-LRB-", "[": "-LSB-", "{": "-LCB-"}
 _CLOSE = {")": "-RRB-", "]": "-RSB-", "}": "-RCB-"}
 _ALWAYS_SPLIT = set("()[]{}") | set("$%*+=^~|\\")
 _UNICODE_MAP = {
-    "\u201c": '"', "\u201d": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
-    "\u2013": " -- ", "\u2014": " -- ", "\u2015": " -- ",
-    "\u2026": " ... ", "\u0085": " ... ",
-    "\u00bd": "1/2", "\u00bc": "1/4", "\u00be": "3/4",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u00ab": '"',
+    "\u00bb": '"',
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2013": " -- ",
+    "\u2014": " -- ",
+    "\u2015": " -- ",
+    "\u2026": " ... ",
+    "\u0085": " ... ",
+    "\u00bd": "1/2",
+    "\u00bc": "1/4",
+    "\u00be": "3/4",
 }
 _UNICODE_RE = re.compile("|".join(map(re.escape, _UNICODE_MAP)))
 
@@ -202,7 +213,7 @@ def _word_tokens(piece: str, nxt: str) -> list[str]:
     # Leading punctuation.
     while piece:
         low = piece.lower()
-        if piece[0] in "\"`":
+        if piece[0] in '"`':
             head.append("``")
             piece = piece[1:].lstrip("`") if piece.startswith("``") else piece[1:]
         elif piece[0] == "'" and not _is_apostrophe_word(re.sub(r"[^\w']+$", "", low)):
@@ -211,7 +222,7 @@ def _word_tokens(piece: str, nxt: str) -> list[str]:
         elif piece[0] in ",;:!?":
             run = _matched(re.match(r"[!?]+|.", piece))
             head.append(run)
-            piece = piece[len(run):]
+            piece = piece[len(run) :]
         elif piece.startswith("..."):
             head.append("...")
             piece = piece.lstrip(".")
@@ -269,8 +280,12 @@ def _word_tokens(piece: str, nxt: str) -> list[str]:
 
 
 def _is_apostrophe_word(low: str) -> bool:
-    return (low in _APOSTROPHE_WORDS or re.match(r"'(s|re|ve|d|ll|m)[-/]", low) is not None or low.startswith(("'tis", "'twas"))
-            or re.fullmatch(r"'\d0s", low) is not None)
+    return (
+        low in _APOSTROPHE_WORDS
+        or re.match(r"'(s|re|ve|d|ll|m)[-/]", low) is not None
+        or low.startswith(("'tis", "'twas"))
+        or re.fullmatch(r"'\d0s", low) is not None
+    )
 
 
 def _keeps_period(stem: str, nxt: str) -> bool:
@@ -302,19 +317,19 @@ def _split_word(word: str) -> list[str]:
     m = re.search(r",(?!\d)|(?<!\d),(?=\d)|;|(?<!\d):|:(?!\d)", word)
     if m and 0 < m.start() < len(word) - 1:
         if m.group(0) == "," and word[m.end()].isdigit():
-            return _split_word(word[: m.start()]) + [word[m.start():]]
-        return _split_word(word[: m.start()]) + [m.group(0)] + _split_word(word[m.end():])
+            return _split_word(word[: m.start()]) + [word[m.start() :]]
+        return _split_word(word[: m.start()]) + [m.group(0)] + _split_word(word[m.end() :])
     m = re.match(r"(?i)'(s|re|ve|d|ll|m)(?=[-/].)", word)  # "'s-eye-view" -> "'s - eye-view"
     if m:
-        return [m.group(0), word[m.end()]] + _split_word(word[m.end() + 1:])
+        return [m.group(0), word[m.end()]] + _split_word(word[m.end() + 1 :])
     # "a&b" -> "a & b" but "AT&T" stays.
     m = re.search(r"&", word)
     if m and 0 < m.start() < len(word) - 1 and not re.fullmatch(r"[A-Z]+&[A-Z]+", word):
-        return _split_word(word[: m.start()]) + ["&"] + _split_word(word[m.end():])
+        return _split_word(word[: m.start()]) + ["&"] + _split_word(word[m.end() :])
     # A contraction glued to the next word by "-" or "/" still splits: "it's-a" -> "it 's - a".
     m = _GLUED_CONTRACTION.search(word)
     if m and m.end() < len(word) - 1:
-        return _split_word(word[: m.end()]) + [word[m.end()]] + _split_word(word[m.end() + 1:])
+        return _split_word(word[: m.end()]) + [word[m.end()]] + _split_word(word[m.end() + 1 :])
     m = _CONTRACTION.match(word)
     if m and m.group(1).replace("'", "").isalnum():
         stem, suffix = m.group(1), m.group(2)

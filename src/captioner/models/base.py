@@ -94,7 +94,7 @@ class Decoder(keras.Model):
         prefix = self.name + "/"
         named: dict[str, keras.Variable] = {}
         for variable in self.weights:
-            name = variable.path[len(prefix):] if variable.path.startswith(prefix) else variable.path
+            name = variable.path[len(prefix) :] if variable.path.startswith(prefix) else variable.path
             if name in named:
                 raise RuntimeError(f"two variables named {name!r} in {type(self).__name__}: give its layers unique names")
             named[name] = variable

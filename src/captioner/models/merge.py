@@ -80,4 +80,3 @@ class MergeDecoder(Decoder):
 
 
 __all__ = ["MergeConfig", "MergeDecoder", "build_decoder"]
-

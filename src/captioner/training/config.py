@@ -64,8 +64,13 @@ class TrainConfig:
 
     def portable(self) -> dict[str, Any]:
         """The settings without this machine's paths (saved next to a model that may be shared)."""
-        return {**self.to_json(), "data": Path(self.data).resolve().name, "output": None, "cache_dir": None,
-                "image_dir": None if self.image_dir is None else Path(self.image_dir).name}
+        return {
+            **self.to_json(),
+            "data": Path(self.data).resolve().name,
+            "output": None,
+            "cache_dir": None,
+            "image_dir": None if self.image_dir is None else Path(self.image_dir).name,
+        }
 
     def save(self, path: str | Path) -> None:
         atomic.write_json(path, self.to_json())

@@ -202,8 +202,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         vocab.save(run_dir / VOCAB_FILE)
 
     kind = decoder_class(config.decoder).features
-    store = FeatureStore(default_cache_dir(dataset.image_dir, config.encoder, kind == "grid", config.encoder_weights, config.cache_dir),
-                         config.encoder, config.encoder_weights, spatial=kind == "grid")
+    store = FeatureStore(
+        default_cache_dir(dataset.image_dir, config.encoder, kind == "grid", config.encoder_weights, config.cache_dir),
+        config.encoder,
+        config.encoder_weights,
+        spatial=kind == "grid",
+    )
     train_arrays = _split_arrays(dataset, config.train_split, vocab, config, store, progress)
     val_arrays = _split_arrays(dataset, config.val_split, vocab, config, store, progress)
     if not len(train_arrays):
@@ -212,8 +216,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         log.warning("the %r split has no usable captions: training without model selection (the last epoch's model is kept)", config.val_split)
 
     keras.utils.set_random_seed(config.seed)
-    decoder_config = make_config(config.decoder, vocab_size=len(vocab), max_length=config.max_length, feature_dim=store.shape[-1],
-                                 embedding_dim=config.embedding_dim, units=config.units, dropout=config.dropout)
+    decoder_config = make_config(
+        config.decoder,
+        vocab_size=len(vocab),
+        max_length=config.max_length,
+        feature_dim=store.shape[-1],
+        embedding_dim=config.embedding_dim,
+        units=config.units,
+        dropout=config.dropout,
+    )
     decoder = build_decoder(decoder_config)
     trainer = Trainer(decoder, config)
     state: dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": []}
@@ -224,21 +235,35 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
     val_data = make_dataset(val_arrays, FeatureReader(store, val_arrays.positions, kind), EVAL_BATCH_SIZE) if len(val_arrays) else None
 
     n_train = len(train_arrays)
-    log.info("training a %s decoder on %d images / %d captions, validating on %d captions; vocabulary %d words",
-             config.decoder, len(train_arrays.keys), n_train, len(val_arrays), len(vocab))
+    log.info(
+        "training a %s decoder on %d images / %d captions, validating on %d captions; vocabulary %d words",
+        config.decoder,
+        len(train_arrays.keys),
+        n_train,
+        len(val_arrays),
+        len(vocab),
+    )
     for epoch in range(state["epoch"], config.epochs):
         if val_data is not None and epoch - state["best_epoch"] >= config.patience:
             break
         trainer.optimizer.learning_rate.assign(config.learning_rate * config.lr_decay**epoch)
         order = epoch_order(train_arrays.lengths, config.batch_size, config.seed, epoch)
         started = time.perf_counter()
-        bar = tqdm(make_dataset(train_arrays, train_reader, config.batch_size, order), total=math.ceil(n_train / config.batch_size),
-                   desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(
+            make_dataset(train_arrays, train_reader, config.batch_size, order),
+            total=math.ceil(n_train / config.batch_size),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        )
         total, batches = 0.0, 0
         for inputs, targets in bar:
             loss = float(trainer.train_step(inputs, targets))
             if not math.isfinite(loss):
-                raise TrainingDiverged(f"training diverged at epoch {epoch + 1} (loss {loss}); the last good checkpoint is kept: lower --learning-rate or --clip-norm")
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch + 1} (loss {loss}); the last good checkpoint is kept: lower --learning-rate or --clip-norm"
+                )
             total, batches = total + loss, batches + 1
             bar.set_postfix(loss=f"{total / batches:.3f}")
         bar.close()
@@ -250,13 +275,32 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         state["epoch"] = epoch + 1
         if improved:
             state.update(best_val_loss=val_loss if val_loss is not None else math.inf, best_epoch=epoch + 1)
-            training_info = {"dataset": dataset_info, "train_split": config.train_split, "epochs": epoch + 1, "seed": config.seed,
-                             "val_loss": val_loss, "train_captions": n_train}
-            save_captioner(run_dir / MODEL_DIR, decoder, vocab, CaptionerConfig(config.encoder, decoder_config, config.encoder_weights, training=training_info),
-                           extra_json={CONFIG_FILE: config.portable()})
+            training_info = {
+                "dataset": dataset_info,
+                "train_split": config.train_split,
+                "epochs": epoch + 1,
+                "seed": config.seed,
+                "val_loss": val_loss,
+                "train_captions": n_train,
+            }
+            save_captioner(
+                run_dir / MODEL_DIR,
+                decoder,
+                vocab,
+                CaptionerConfig(config.encoder, decoder_config, config.encoder_weights, training=training_info),
+                extra_json={CONFIG_FILE: config.portable()},
+            )
         trainer.save_checkpoint(run_dir / CHECKPOINT_FILE, state)
         shown = f"val loss {val_loss:.4f}{'  *best*' if improved else ''}" if val_loss is not None else "no validation"
-        log.info("epoch %2d/%d  train loss %.4f  %s  %.0fs (%.0f captions/s)", epoch + 1, config.epochs, record["train_loss"], shown, seconds, record["captions_per_s"])
+        log.info(
+            "epoch %2d/%d  train loss %.4f  %s  %.0fs (%.0f captions/s)",
+            epoch + 1,
+            config.epochs,
+            record["train_loss"],
+            shown,
+            seconds,
+            record["captions_per_s"],
+        )
     if not (run_dir / MODEL_DIR).is_dir():
         raise ArgumentError(f"{run_dir}: no epoch finished, so there is no model (epochs {config.epochs})")
     return run_dir / MODEL_DIR
