@@ -45,7 +45,7 @@ def reference_greedy(decoder, vocab, feature, max_length):
 def test_greedy_matches_prefix_rerun_and_stops(vocab):
     decoder = random_decoder(vocab)
     features = np.random.default_rng(1).normal(size=(8, FEATURE_DIM)).astype("float32")
-    search = SearchDecoder(decoder, vocab, max_length=6)
+    search = SearchDecoder(decoder, vocab, max_length=6, block_repeats=False)
     got = [h.caption for h in search.greedy(features)]
     assert got == [reference_greedy(decoder, vocab, f, 6) for f in features]
     assert all(len(c.split()) <= 6 for c in got)
@@ -64,7 +64,7 @@ def test_wide_beam_finds_the_exhaustive_best(vocab):
     """With a beam as wide as all sequences, beam search is exact search."""
     max_length = 3
     decoder = random_decoder(vocab, max_length, seed=4, scale=1.0)
-    search = SearchDecoder(decoder, vocab, max_length=max_length)
+    search = SearchDecoder(decoder, vocab, max_length=max_length, block_repeats=False)
     feature = np.random.default_rng(5).normal(size=(1, FEATURE_DIM)).astype("float32")
     words = [i for i in range(len(vocab)) if i not in (vocab.pad_id, vocab.start_id, vocab.unk_id)]
     best, best_lp = None, -np.inf
@@ -106,3 +106,22 @@ def test_generate_desc_fast_path_equals_the_seed_loop(vocab):
     slow = generate_desc_by_prefix(model, vocab, photo, 6)
     assert fast == slow
     assert fast.startswith("<start>")
+
+
+def repeats(caption: str) -> bool:
+    """True if a word trigram occurs twice, or "X and X" occurs."""
+    words = caption.split()
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    x_and_x = any(words[i] == words[i + 2] and words[i + 1] == "and" for i in range(len(words) - 2))
+    return len(set(trigrams)) < len(trigrams) or x_and_x
+
+
+def test_searches_never_repeat_a_trigram_or_write_x_and_x():
+    vocab = Vocabulary.build(["a dog and a cat run and run on grass"], min_count=1)
+    decoder = random_decoder(vocab, max_length=14, seed=9, scale=4.0)
+    features = np.random.default_rng(10).normal(size=(40, FEATURE_DIM)).astype("float32")
+    free = SearchDecoder(decoder, vocab, block_repeats=False)
+    blocked = SearchDecoder(decoder, vocab)
+    assert sum(repeats(h.caption) for h in free.greedy(features)) > 5  # the rigged decoder does repeat
+    for hypothesis in blocked.greedy(features) + [h for hs in blocked.beam(features, 4, 4) for h in hs]:
+        assert not repeats(hypothesis.caption), hypothesis.caption

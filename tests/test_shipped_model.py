@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # What the shipped model says with the default search (beam 5, length penalty 1.0). The weights
 # were re-saved by variable name (format 2) from the creation-order file (format 1): same captions.
 PINNED = {
-    "astronaut.jpg": "a man in a red jacket is holding a red and red helmet",
+    "astronaut.jpg": "a man in a red jacket is holding a red and white helmet",
     "chelsea.jpg": "a man in a blue shirt is standing in front of a blue building",
     "coffee.jpg": "a woman in a red jacket is sitting on a wooden bench",
 }

@@ -77,7 +77,8 @@ def _add_caption(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=defaults.CAPTION_BATCH_SIZE)
     p.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
     p.add_argument("--strict", action="store_true", help="exit 1 if any image could not be read (default: report it and go on)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (attention models: with their weights)")
+    p.add_argument("--attention-map", type=Path, metavar="PNG", help="attention models, one image: write the photo with one heat map per word")
 
 
 def _add_train(sub) -> None:
@@ -170,11 +171,16 @@ def _image_paths(inputs: list[Path], recursive: bool) -> list[Path]:
 
 
 def cmd_caption(args) -> int:
+    from captioner.errors import ArgumentError
     from captioner.pipeline import Captioner
 
     paths = _image_paths(args.images, args.recursive)
     beam_size = args.beam_size or max(args.num_captions, defaults.BEAM_SIZE)
+    if args.attention_map and len(paths) != 1:
+        raise ArgumentError(f"--attention-map draws one image; got {len(paths)}")
     captioner = Captioner(args.model)
+    if args.attention_map:
+        return _caption_with_attention_map(captioner, paths[0], beam_size, args)
     failures = 0
     for path, result in captioner.caption_files(paths, beam_size, args.num_captions, args.batch_size):
         if isinstance(result, Exception):
@@ -185,8 +191,7 @@ def cmd_caption(args) -> int:
                 log.error("error: %s", result)
             continue
         if args.json:
-            hyps = [{"caption": h.caption, "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)} for h in result]
-            print(json.dumps({"image": str(path), "caption": result[0].caption, **({"captions": hyps} if args.num_captions > 1 else {})}), flush=True)
+            print(json.dumps(_json_row(path, result, args.num_captions)), flush=True)
         elif args.num_captions > 1:
             print(f"{path}:")
             for rank, h in enumerate(result, 1):
@@ -197,6 +202,32 @@ def cmd_caption(args) -> int:
     if failures and len(paths) > 1:
         log.warning("captioned %d of %d images; %d could not be read", len(paths) - failures, len(paths), failures)
     return EXIT_ERROR if failures == len(paths) or (failures and args.strict) else 0
+
+
+def _json_row(path: Path, result, num_captions: int) -> dict:
+    row: dict[str, Any] = {"image": str(path), "caption": result[0].caption}
+    if num_captions > 1:
+        row["captions"] = [{"caption": h.caption, "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)} for h in result]
+    if result[0].attention is not None:
+        from captioner.viz import grid_side
+
+        side = grid_side(result[0].attention.shape[1])
+        row["attention"] = {"grid": [side, side], "words": result[0].caption.split(), "weights": result[0].attention.round(5).tolist()}
+    return row
+
+
+def _caption_with_attention_map(captioner, path: Path, beam_size: int, args) -> int:
+    from captioner.errors import ArgumentError
+    from captioner.viz import save_attention_figure
+
+    if not captioner.search.attends:
+        raise ArgumentError(f"--attention-map needs a model that attends; {captioner.model_dir} has a {captioner.config.decoder.decoder} decoder")
+    image = captioner.load(path)
+    result = captioner.caption_arrays(image[None], beam_size, args.num_captions)[0]
+    written = save_attention_figure(args.attention_map, image, result[0].caption.split(), result[0].attention)
+    print(json.dumps(_json_row(path, result, args.num_captions)) if args.json else result[0].caption, flush=True)
+    log.info("attention map: %s", written)
+    return 0
 
 
 def cmd_train(args) -> int:

@@ -36,12 +36,15 @@ class SearchDecoder:
         decoder: a trained `Decoder`.
         vocab: its vocabulary.
         max_length: most words generated per caption (end token included); a hard stop.
+        block_repeats: never repeat a word trigram in a caption, and never write "X and X".
     """
 
-    def __init__(self, decoder: Decoder, vocab: Vocabulary, max_length: int | None = None):
+    def __init__(self, decoder: Decoder, vocab: Vocabulary, max_length: int | None = None, block_repeats: bool = True):
         self.decoder = decoder
         self.vocab = vocab
         self.max_length = int(max_length or decoder.config.max_length)
+        self.block_repeats = block_repeats
+        self.and_id = vocab.word_to_id.get("and", -2)  # -2 matches no token
         memory = decoder.encode_image(decoder.dummy_features())
         _, _, attention = decoder.step(memory, tf.fill([1], vocab.start_id), decoder.initial_state(memory))
         self.attends = attention is not None
@@ -65,16 +68,35 @@ class SearchDecoder:
         """L, the number of attention weights per step (0 without attention)."""
         return tf.shape(features)[1] if self.attends else tf.constant(0)
 
-    def _next_word_log_probs(self, logits, t):
-        """(B, V) logits at step t -> log-probabilities over the words allowed there.
+    def _next_word_log_probs(self, logits, t, history):
+        """(N, V) logits at step t after `history` (N, t) -> log-probabilities over the words allowed.
 
         <pad> and <start> are never valid next words, <unk> says nothing to a reader, and <end>
-        is not valid first: a caption has at least one word.
+        is not valid first: a caption has at least one word. With `block_repeats`, a word that would
+        repeat a trigram of the caption so far, or make "X and X", is not valid either.
         """
         ids = tf.range(self.decoder.config.vocab_size)
         banned = (ids == self.vocab.pad_id) | (ids == self.vocab.start_id) | (ids == self.vocab.unk_id)
         banned |= (ids == self.vocab.end_id) & (t == 0)
+        banned = tf.broadcast_to(banned, tf.shape(logits))
+        if self.block_repeats:
+            banned |= self._repeats(history)
         return tf.nn.log_softmax(tf.where(banned, -np.inf, logits))
+
+    def _repeats(self, history):
+        """(N, t) words so far -> (N, V) words that would repeat a trigram or make "X and X"."""
+        rows, vocab_size = tf.shape(history)[0], self.decoder.config.vocab_size
+        # Trigram (h[j], h[j+1], h[j+2]) whose first two words are the caption's last two: ban h[j+2].
+        last = history[:, -2:]
+        match = (history[:, :-2] == last[:, :1]) & (history[:, 1:-1] == last[:, 1:])  # (N, t-2)
+        where = tf.where(match)  # (k, 2): row, j
+        words = tf.cast(tf.gather_nd(history[:, 2:], where), tf.int64)
+        counts = tf.scatter_nd(tf.stack([where[:, 0], words], axis=1), tf.ones_like(words), tf.cast([rows, vocab_size], tf.int64))
+        # "X and" -> ban X.
+        padded = tf.concat([tf.fill([rows, 2], -1), history], axis=1)
+        after_and = padded[:, -1] == self.and_id  # (N,)
+        x_and_x = tf.one_hot(padded[:, -2], vocab_size, on_value=True, off_value=False) & after_and[:, None]
+        return (counts > 0) | x_and_x
 
     def _greedy_graph(self, features):
         batch = tf.shape(features)[0]
@@ -84,22 +106,22 @@ class SearchDecoder:
         token = tf.fill([batch], self.vocab.start_id)  # (B,)
         finished = tf.zeros([batch], tf.bool)
         log_prob = tf.zeros([batch])
-        words = tf.TensorArray(tf.int32, size=self.max_length)
+        history = tf.zeros([batch, 0], tf.int32)  # (B, t)
         maps = tf.TensorArray(tf.float32, size=self.max_length, element_shape=tf.TensorShape([None, None]))
         t = tf.constant(0)
         while t < self.max_length and not tf.reduce_all(finished):
+            tf.autograph.experimental.set_loop_options(shape_invariants=[(history, tf.TensorShape([None, None]))])
             logits, state, attention = self._step(memory, token, state, cells)
-            log_probs = self._next_word_log_probs(logits, t)  # (B, V)
+            log_probs = self._next_word_log_probs(logits, t, history)  # (B, V)
             token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
             token = tf.where(finished, self.vocab.pad_id, token)
             log_prob += tf.where(finished, 0.0, tf.reduce_max(log_probs, axis=-1))
-            words = words.write(t, token)
+            history = tf.concat([history, token[:, None]], axis=1)
             maps = maps.write(t, attention)
             finished |= token == self.vocab.end_id
             t += 1
-        tokens = tf.transpose(words.stack()[:t])  # (B, t)
         attention = tf.transpose(maps.stack()[:t], [1, 0, 2])  # (B, t, L)
-        return tokens, log_prob, attention
+        return history, log_prob, attention
 
     def _beam_graph(self, features, beam_size, length_penalty):
         batch = tf.shape(features)[0]
@@ -125,7 +147,8 @@ class SearchDecoder:
                 shape_invariants=[(history, tf.TensorShape([None, None, None])), (maps, tf.TensorShape([None, None, None, None]))]
             )
             logits, state, attention = self._step(memory, token, state, cells)
-            log_probs = tf.reshape(self._next_word_log_probs(logits, t), [batch, beam_size, vocab_size])
+            log_probs = self._next_word_log_probs(logits, t, tf.reshape(history, [flat, -1]))
+            log_probs = tf.reshape(log_probs, [batch, beam_size, vocab_size])
             log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], log_probs)
             candidates = tf.reshape(log_prob[:, :, None] + log_probs, [batch, beam_size * vocab_size])
             log_prob, index = tf.math.top_k(candidates, k=beam_size)  # (B, K)

@@ -113,7 +113,7 @@ def _search(decoder: MergeDecoder, vocab: Vocabulary, max_length: int) -> Search
     searches = _SEARCHES.setdefault(decoder, {})
     key = (id(vocab), max_length)
     if key not in searches or searches[key].vocab is not vocab:
-        searches[key] = SearchDecoder(decoder, vocab, max_length)
+        searches[key] = SearchDecoder(decoder, vocab, max_length, block_repeats=False)  # the seed's plain greedy
     return searches[key]
 
 
