@@ -93,6 +93,15 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--export", type=Path, help="copy the best model here when training ends (an empty folder, or an older model to replace)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+    p.add_argument("--scst", action="store_true", help="self-critical training (CIDEr-D reward) starting from --init")
+    p.add_argument("--init", type=Path, help="with --scst: the cross-entropy run (or model directory) to start from")
+    p.add_argument("--scst-samples", type=positive_int, default=None, help="with --scst: captions sampled per image (default: 5)")
+    p.add_argument(
+        "--scst-baseline",
+        choices=("mean", "greedy"),
+        default=None,
+        help="with --scst: mean reward of the other samples, or the greedy caption's (default: mean)",
+    )
     for field in dataclasses.fields(TrainConfig):
         if field.name in ("data", "output", "preset"):
             continue
@@ -240,6 +249,8 @@ def cmd_train(args) -> int:
         for f in dataclasses.fields(TrainConfig)
         if f.name not in ("data", "output", "preset") and getattr(args, f.name, None) is not None
     }
+    if args.scst or args.init:
+        return _train_scst(args, given)
     if args.resume:
         changed = sorted(set(given) - {"epochs"}) + (["preset"] if args.preset else [])
         if changed:
@@ -257,6 +268,32 @@ def cmd_train(args) -> int:
     settings["data"] = args.data or ""
     config = TrainConfig(**settings)
     model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None, verbose=args.verbose)
+    print(f"best model: {model_dir}")
+    if args.export:
+        export_model(model_dir, args.export)
+        print(f"exported to {args.export}")
+    return 0
+
+
+def _train_scst(args, given: dict) -> int:
+    from captioner.artifacts import check_export_target, export_model
+    from captioner.errors import ArgumentError
+    from captioner.training.scst import ScstConfig, train_scst
+
+    allowed = {"epochs", "learning_rate", "seed", "limit_images", "clip_norm"}
+    if not args.scst or (not args.init and not args.resume) or not args.output:
+        raise ArgumentError("self-critical training needs --scst, --init RUN (or --resume) and --output RUN")
+    if set(given) - allowed or args.preset:
+        raise ArgumentError(f"with --scst only --{', --'.join(sorted(a.replace('_', '-') for a in allowed))} may be set")
+    if args.export:
+        check_export_target(args.export)
+    settings = {k: v for k, v in given.items() if k in allowed}
+    if args.scst_samples:
+        settings["samples"] = args.scst_samples
+    if args.scst_baseline:
+        settings["baseline"] = args.scst_baseline
+    config = ScstConfig(init=str(args.init or ""), output=args.output, data=args.data, **settings)
+    model_dir = train_scst(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None)
     print(f"best model: {model_dir}")
     if args.export:
         export_model(model_dir, args.export)

@@ -50,6 +50,7 @@ class SearchDecoder:
         self.attends = attention is not None
         feature_spec = tf.TensorSpec((None, *decoder.feature_shape()), tf.float32)
         self._greedy = tf.function(self._greedy_graph, input_signature=[feature_spec])
+        self._sample: tf.types.experimental.PolymorphicFunction | None = None  # traced on first use (training only)
         self._beam = tf.function(
             self._beam_graph,
             input_signature=[feature_spec, tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.float32)],
@@ -68,18 +69,18 @@ class SearchDecoder:
         """L, the number of attention weights per step (0 without attention)."""
         return tf.shape(features)[1] if self.attends else tf.constant(0)
 
-    def _next_word_log_probs(self, logits, t, history):
+    def _next_word_log_probs(self, logits, t, history=None):
         """(N, V) logits at step t after `history` (N, t) -> log-probabilities over the words allowed.
 
         <pad> and <start> are never valid next words, <unk> says nothing to a reader, and <end>
-        is not valid first: a caption has at least one word. With `block_repeats`, a word that would
-        repeat a trigram of the caption so far, or make "X and X", is not valid either.
+        is not valid first: a caption has at least one word. With `block_repeats` and a history, a word
+        that would repeat a trigram of the caption so far, or make "X and X", is not valid either.
         """
         ids = tf.range(self.decoder.config.vocab_size)
         banned = (ids == self.vocab.pad_id) | (ids == self.vocab.start_id) | (ids == self.vocab.unk_id)
         banned |= (ids == self.vocab.end_id) & (t == 0)
         banned = tf.broadcast_to(banned, tf.shape(logits))
-        if self.block_repeats:
+        if self.block_repeats and history is not None:
             banned |= self._repeats(history)
         return tf.nn.log_softmax(tf.where(banned, -np.inf, logits))
 
@@ -172,6 +173,39 @@ class SearchDecoder:
             tf.gather(score, order, batch_dims=1),
             tf.gather(maps, order, batch_dims=1),
         )
+
+    def _sample_graph(self, features, num_samples, seed):
+        """`num_samples` captions per image drawn from the model's distribution: tokens (B*K, T)."""
+        batch = tf.shape(features)[0]
+        flat = batch * num_samples
+        memory = tf.nest.map_structure(lambda m: tf.repeat(m, num_samples, axis=0), self.decoder.encode_image(features))
+        state = self.decoder.initial_state(memory)
+        token = tf.fill([flat], self.vocab.start_id)
+        finished = tf.zeros([flat], tf.bool)
+        history = tf.zeros([flat, 0], tf.int32)
+        t = tf.constant(0)
+        while t < self.max_length and not tf.reduce_all(finished):
+            tf.autograph.experimental.set_loop_options(shape_invariants=[(history, tf.TensorShape([None, None]))])
+            logits, state, _ = self.decoder.step(memory, token, state)
+            log_probs = self._next_word_log_probs(logits, t)  # structural bans only: the policy itself
+            token = tf.random.stateless_categorical(log_probs, 1, seed=tf.stack([seed, t]), dtype=tf.int32)[:, 0]
+            token = tf.where(finished, self.vocab.pad_id, token)
+            history = tf.concat([history, token[:, None]], axis=1)
+            finished |= token == self.vocab.end_id
+            t += 1
+        return history
+
+    def sample(self, features: np.ndarray, num_samples: int, seed: int) -> np.ndarray:
+        """Word ids (B * num_samples, T) sampled from the model, <end> included, padded after it.
+
+        Sample k of image b is row b * num_samples + k. The same seed gives the same samples.
+        """
+        if self._sample is None:
+            self._sample = tf.function(
+                self._sample_graph,
+                input_signature=[tf.TensorSpec((None, *self.decoder.feature_shape()), tf.float32), tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32)],
+            )
+        return self._sample(tf.convert_to_tensor(features, tf.float32), tf.constant(num_samples), tf.constant(seed)).numpy()
 
     # --- public API -------------------------------------------------------------------------
 

@@ -98,8 +98,14 @@ class CiderD:
         for key in keys:
             if not isinstance(hypotheses[key], str):
                 raise TypeError(f"hypotheses[{key!r}] must be one caption (str), got {type(hypotheses[key]).__name__}")
+        scores = self.score_pairs(keys, [hypotheses[k] for k in keys])
+        return float(scores.mean()), scores
+
+    def score_pairs(self, keys: Sequence[str], captions: Sequence[str]) -> np.ndarray:
+        """CIDEr-D of each caption against its key's references; a key may repeat (several samples)."""
+        if len(keys) != len(captions):
+            raise ArgumentError(f"{len(keys)} keys but {len(captions)} captions")
         scorer = _CorpusCiderScorer(self._document_frequency, self._log_corpus_size)
         scorer.crefs = [self._cooked_refs[k] for k in keys]
-        scorer.ctest = [cook_test(t) for t in ptb_tokenize_python([hypotheses[k] for k in keys])]
-        scores = np.asarray(scorer.compute_cider(), dtype=np.float64)
-        return float(scores.mean()), scores
+        scorer.ctest = [cook_test(t) for t in ptb_tokenize_python(list(captions))]
+        return np.asarray(scorer.compute_cider(), dtype=np.float64)
