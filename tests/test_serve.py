@@ -533,7 +533,7 @@ def attention_client(tmp_path_factory):
     vocab = Vocabulary.build(["a dog runs on the grass", "a cat sits on a red mat", "two people walk in the snow"], min_count=1)
     config = AttentionConfig(vocab_size=len(vocab), max_length=8, feature_dim=1280, embedding_dim=8, units=8, attention_dim=6, decoder="attention")
     directory = tmp_path_factory.mktemp("attention") / "tiny-attention"
-    save_captioner(directory, build_decoder(config), vocab, CaptionerConfig("efficientnet_lite0", config, encoder_weights=None))
+    save_captioner(directory, build_decoder(config), vocab, CaptionerConfig("efficientnet_lite0", config))
     model = Captioner(directory)
     with TestClient(create_app(model, ServeSettings(warm_up=False))) as client:
         yield client, model

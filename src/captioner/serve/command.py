@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,25 @@ def run(args: argparse.Namespace) -> int:
     except SystemExit as stop:  # uvicorn exits when it cannot bind (its log says why)
         return int(stop.code) if isinstance(stop.code, int) else 1
     return 0 if server.started else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m captioner.serve.command [flags]`: the same as `captioner serve [flags]`."""
+    from captioner.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="python -m captioner.serve.command")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return run(args)
+    except UserError as err:
+        log.error("captioner: error: %s", err)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
