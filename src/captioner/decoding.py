@@ -9,6 +9,7 @@ weight map per word.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +40,7 @@ class SearchDecoder:
         block_repeats: never repeat a word trigram in a caption, and never write "X and X".
     """
 
-    def __init__(self, decoder: Decoder, vocab: Vocabulary, max_length: int | None = None, block_repeats: bool = True):
+    def __init__(self, decoder: Decoder, vocab: Vocabulary, max_length: int | None = None, block_repeats: bool = True) -> None:
         self.decoder = decoder
         self.vocab = vocab
         self.max_length = int(max_length or decoder.config.max_length)
@@ -58,18 +59,18 @@ class SearchDecoder:
 
     # --- graphs -----------------------------------------------------------------------------
 
-    def _step(self, memory, token, state, cells):
+    def _step(self, memory: Any, token: tf.Tensor, state: list[tf.Tensor], cells: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         """One decoder step; attention (B, L) is zeros (B, 0) for decoders that do not attend."""
         logits, state, attention = self.decoder.step(memory, token, state)
         if attention is None:
             attention = tf.zeros([tf.shape(token)[0], 0])
         return logits, state, tf.reshape(attention, [tf.shape(token)[0], cells])
 
-    def _cells(self, features):
+    def _cells(self, features: tf.Tensor) -> tf.Tensor:
         """L, the number of attention weights per step (0 without attention)."""
         return tf.shape(features)[1] if self.attends else tf.constant(0)
 
-    def _next_word_log_probs(self, logits, t, history=None):
+    def _next_word_log_probs(self, logits: tf.Tensor, t: tf.Tensor, history: tf.Tensor | None = None) -> tf.Tensor:
         """(N, V) logits at step t after `history` (N, t) -> log-probabilities over the words allowed.
 
         <pad> and <start> are never valid next words, <unk> says nothing to a reader, and <end>
@@ -84,7 +85,7 @@ class SearchDecoder:
             banned |= self._repeats(history)
         return tf.nn.log_softmax(tf.where(banned, -np.inf, logits))
 
-    def _repeats(self, history):
+    def _repeats(self, history: tf.Tensor) -> tf.Tensor:
         """(N, t) words so far -> (N, V) words that would repeat a trigram or make "X and X"."""
         rows, vocab_size = tf.shape(history)[0], self.decoder.config.vocab_size
         # Trigram (h[j], h[j+1], h[j+2]) whose first two words are the caption's last two: ban h[j+2].
@@ -99,7 +100,7 @@ class SearchDecoder:
         x_and_x = tf.one_hot(padded[:, -2], vocab_size, on_value=True, off_value=False) & after_and[:, None]
         return (counts > 0) | x_and_x
 
-    def _greedy_graph(self, features):
+    def _greedy_graph(self, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         batch = tf.shape(features)[0]
         cells = self._cells(features)
         memory = self.decoder.encode_image(features)
@@ -124,7 +125,7 @@ class SearchDecoder:
         attention = tf.transpose(maps.stack()[:t], [1, 0, 2])  # (B, t, L)
         return history, log_prob, attention
 
-    def _beam_graph(self, features, beam_size, length_penalty):
+    def _beam_graph(self, features: tf.Tensor, beam_size: tf.Tensor, length_penalty: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         batch = tf.shape(features)[0]
         cells = self._cells(features)
         vocab_size = self.decoder.config.vocab_size
@@ -174,7 +175,7 @@ class SearchDecoder:
             tf.gather(maps, order, batch_dims=1),
         )
 
-    def _sample_graph(self, features, num_samples, seed):
+    def _sample_graph(self, features: tf.Tensor, num_samples: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """`num_samples` captions per image drawn from the model's distribution: tokens (B*K, T)."""
         batch = tf.shape(features)[0]
         flat = batch * num_samples

@@ -10,7 +10,8 @@ the baseline the benchmarks compare against.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 import keras
 import numpy as np
@@ -22,6 +23,20 @@ from captioner.models.merge import MergeConfig, MergeDecoder, build_decoder
 from captioner.vocab import END, START, Vocabulary
 
 __all__ = ["create_sequences", "data_generator", "define_model", "extract_features", "generate_desc", "generate_desc_by_prefix", "pad_prefix"]
+
+
+class Tokenizer(Protocol):
+    """What the tutorial's functions need of a tokenizer: our `Vocabulary`, or Keras' legacy `Tokenizer`."""
+
+    def texts_to_sequences(self, texts: list[str]) -> list[list[int]]: ...
+
+
+class WordTokenizer(Tokenizer, Protocol):
+    """A `Tokenizer` that also maps ids back to words (`generate_desc`)."""
+
+    @property
+    def index_word(self) -> Mapping[int, str]: ...
+
 
 # One compiled search per (decoder, vocabulary, max length): building one traces its graphs, and
 # the tutorial calls `generate_desc` once per photo. Entries go when their decoder does.
@@ -66,7 +81,9 @@ def pad_prefix(sequence: list[int], max_length: int) -> np.ndarray:
     return padded
 
 
-def create_sequences(tokenizer, max_length: int, desc_list: list[str], photo: np.ndarray, vocab_size: int):
+def create_sequences(
+    tokenizer: Tokenizer, max_length: int, desc_list: list[str], photo: np.ndarray, vocab_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The seed's one-example-per-prefix expansion of a photo's captions.
 
     Args:
@@ -92,7 +109,9 @@ def create_sequences(tokenizer, max_length: int, desc_list: list[str], photo: np
     return np.array(photos), np.array(prefixes), np.array(targets)
 
 
-def data_generator(descriptions: dict[str, list[str]], photos: dict[str, np.ndarray], tokenizer, max_length: int, vocab_size: int) -> Iterator:
+def data_generator(
+    descriptions: dict[str, list[str]], photos: dict[str, np.ndarray], tokenizer: Tokenizer, max_length: int, vocab_size: int
+) -> Iterator[tuple[tuple[np.ndarray, np.ndarray], np.ndarray]]:
     """The seed's endless generator: one batch per photo, all prefixes of all its captions.
 
     Yields `((X1, X2), y)` as `create_sequences` builds them, for `model.fit(..., steps_per_epoch=len(descriptions))`.
@@ -103,7 +122,7 @@ def data_generator(descriptions: dict[str, list[str]], photos: dict[str, np.ndar
             yield (in_img, in_seq), out_word
 
 
-def _decoder_of(model) -> MergeDecoder | None:
+def _decoder_of(model: keras.Model) -> MergeDecoder | None:
     """The `MergeDecoder` itself, or the one a `define_model` model wraps; None otherwise."""
     decoder = model if isinstance(model, MergeDecoder) else getattr(model, "decoder", None)
     return decoder if isinstance(decoder, MergeDecoder) else None
@@ -117,7 +136,7 @@ def _search(decoder: MergeDecoder, vocab: Vocabulary, max_length: int) -> Search
     return searches[key]
 
 
-def generate_desc(model, tokenizer, photo: np.ndarray, max_length: int) -> str:
+def generate_desc(model: keras.Model, tokenizer: WordTokenizer, photo: np.ndarray, max_length: int) -> str:
     """The seed's function: greedy caption for one photo, as "<start> a dog runs <end>".
 
     A model from `define_model` (or a `MergeDecoder`) is decoded with the fast stepping search;
@@ -137,7 +156,7 @@ def generate_desc(model, tokenizer, photo: np.ndarray, max_length: int) -> str:
     return generate_desc_by_prefix(model, tokenizer, photo, max_length)
 
 
-def generate_desc_by_prefix(model, tokenizer, photo: np.ndarray, max_length: int) -> str:
+def generate_desc_by_prefix(model: keras.Model, tokenizer: WordTokenizer, photo: np.ndarray, max_length: int) -> str:
     """The seed's original loop: re-run the whole padded prefix through `model.predict` per word."""
     in_text = START
     for _ in range(max_length):

@@ -14,8 +14,10 @@ cells as in sgrvinod's tutorial), which asks every cell to be looked at about on
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
@@ -38,7 +40,7 @@ class AttentionDecoder(Decoder):
     config_class = AttentionConfig
     features = GRID
 
-    def __init__(self, config: AttentionConfig, **kwargs):
+    def __init__(self, config: AttentionConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.alpha_c = config.alpha_c
         self.init_h = layers.Dense(config.units, activation="tanh", name="init_h")
@@ -54,16 +56,18 @@ class AttentionDecoder(Decoder):
         self.output_dropout = layers.Dropout(config.dropout, name="output_dropout")
         self.output_dense = layers.Dense(config.vocab_size, name="output_dense")
 
-    def encode_image(self, features, training=False):
+    def encode_image(self, features: tf.Tensor | np.ndarray, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """(B, L, D) grid -> memory: the grid and its attention keys (B, L, A)."""
         return features, self.attention_keys(features)
 
-    def initial_state(self, memory):
+    def initial_state(self, memory: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
         """[h (B, units), c (B, units)] from the mean grid feature."""
         mean = ops.mean(memory[0], axis=1)  # (B, D)
         return [self.init_h(mean), self.init_c(mean)]
 
-    def _step(self, memory, tokens, state, training=False):
+    def _step(
+        self, memory: tuple[tf.Tensor, tf.Tensor], tokens: tf.Tensor, state: list[tf.Tensor], training: bool = False
+    ) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         grid, keys = memory
         h, c = state
         scores = self.attention_score(ops.tanh(keys + self.attention_query(h)[:, None, :]))[:, :, 0]  # (B, L)
@@ -74,11 +78,11 @@ class AttentionDecoder(Decoder):
         hidden = words + self.hidden_out(output) + self.context_out(context)  # (B, E)
         return self.output_dense(self.output_dropout(hidden, training=training)), [h, c], alpha
 
-    def step(self, memory, tokens, state):
+    def step(self, memory: tuple[tf.Tensor, tf.Tensor], tokens: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         """tokens (B,) -> logits (B, V), [h, c], attention weights (B, L)."""
         return self._step(memory, tokens, state)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Teacher forcing: (grid (B, L, D), tokens (B, T)) -> logits (B, T, V)."""
         features, tokens = inputs
         memory = self.encode_image(features, training)
@@ -87,7 +91,9 @@ class AttentionDecoder(Decoder):
         all_logits = tf.TensorArray(self.compute_dtype, size=steps)
         all_alphas = tf.TensorArray(self.compute_dtype, size=steps)
 
-        def body(t, h, c, all_logits, all_alphas):
+        def body(
+            t: tf.Tensor, h: tf.Tensor, c: tf.Tensor, all_logits: tf.TensorArray, all_alphas: tf.TensorArray
+        ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.TensorArray, tf.TensorArray]:
             logits, (h, c), alpha = self._step(memory, tokens[:, t], [h, c], training)
             return t + 1, h, c, all_logits.write(t, logits), all_alphas.write(t, alpha)
 

@@ -20,12 +20,16 @@ own name, e.g. "lstm/lstm_cell/kernel", so the order in which layers are created
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import keras
 import numpy as np
 
 from captioner.errors import ArgumentError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 POOLED = "pooled"  # features (B, D): one vector per image
 GRID = "grid"  # features (B, L, D): one vector per cell of the encoder's spatial grid
@@ -51,25 +55,25 @@ class Decoder(keras.Model):
     features: ClassVar[str] = POOLED
     registry_name: ClassVar[str] = ""
 
-    def __init__(self, config: DecoderConfig, **kwargs: Any):
+    def __init__(self, config: DecoderConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.config = config
 
     # --- the interface ------------------------------------------------------------------------
 
-    def encode_image(self, features, training: bool = False):
+    def encode_image(self, features: tf.Tensor | np.ndarray, training: bool = False) -> Any:
         """Image features -> the decoder's memory of the image (reused at every step)."""
         raise NotImplementedError
 
-    def initial_state(self, memory) -> list:
+    def initial_state(self, memory: Any) -> list[tf.Tensor]:
         """The recurrent state before the first word; may depend on the image."""
         raise NotImplementedError
 
-    def step(self, memory, tokens, state):
+    def step(self, memory: Any, tokens: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor | None]:
         """One word: tokens (B,) -> (logits (B, V), new state, attention weights (B, L) or None)."""
         raise NotImplementedError
 
-    def call(self, inputs, training: bool = False):
+    def call(self, inputs: Any, training: bool = False) -> tf.Tensor:
         """Teacher forcing: (features, tokens (B, T)) -> logits (B, T, V)."""
         raise NotImplementedError
 
@@ -110,11 +114,13 @@ class Decoder(keras.Model):
 
 _REGISTRY: dict[str, type[Decoder]] = {}
 
+DecoderT = TypeVar("DecoderT", bound=Decoder)
 
-def register_decoder(name: str):
+
+def register_decoder(name: str) -> Callable[[type[DecoderT]], type[DecoderT]]:
     """Class decorator: makes a `Decoder` subclass available as `name` (config.json, `--decoder`)."""
 
-    def register(cls: type[Decoder]) -> type[Decoder]:
+    def register(cls: type[DecoderT]) -> type[DecoderT]:
         cls.registry_name = name
         _REGISTRY[name] = cls
         return cls

@@ -14,11 +14,16 @@ One set of layers serves three uses:
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 from captioner.models.base import POOLED, Decoder, DecoderConfig, build_decoder, register_decoder
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclasses.dataclass
@@ -34,7 +39,7 @@ class MergeDecoder(Decoder):
     config_class = MergeConfig
     features = POOLED
 
-    def __init__(self, config: MergeConfig, **kwargs):
+    def __init__(self, config: MergeConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.feature_dropout = layers.Dropout(config.dropout, name="feature_dropout")
         self.feature_dense = layers.Dense(config.units, activation="relu", name="feature_dense")
@@ -44,11 +49,11 @@ class MergeDecoder(Decoder):
         self.hidden_dense = layers.Dense(config.units, activation="relu", name="hidden_dense")
         self.output_dense = layers.Dense(config.vocab_size, name="output_dense")
 
-    def encode_image(self, features, training=False):
+    def encode_image(self, features: tf.Tensor | np.ndarray, training: bool = False) -> tf.Tensor:
         """(B, D) image features -> (B, units) projection added at every word."""
         return self.feature_dense(self.feature_dropout(features, training=training))
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
         """Teacher forcing: (features (B, D), tokens (B, T)) -> logits (B, T, V)."""
         features, tokens = inputs
         image = self.encode_image(features, training)  # (B, units)
@@ -57,12 +62,12 @@ class MergeDecoder(Decoder):
         hidden = self.hidden_dense(sequence + image[:, None, :])  # (B, T, units)
         return self.output_dense(hidden)  # (B, T, V)
 
-    def initial_state(self, memory):
+    def initial_state(self, memory: tf.Tensor) -> list[tf.Tensor]:
         """Zero LSTM state: [(B, units), (B, units)] (the image enters at every word instead)."""
         zeros = ops.zeros_like(memory)  # (B, units)
         return [zeros, zeros]
 
-    def step(self, image, tokens, state):
+    def step(self, image: tf.Tensor, tokens: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], None]:
         """One generation step.
 
         Args:

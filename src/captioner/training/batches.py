@@ -67,7 +67,7 @@ def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> 
 class FeatureReader:
     """Reads the features of a batch of images from the store, shaped for one kind of decoder."""
 
-    def __init__(self, store: FeatureStore, positions: np.ndarray, features: str):
+    def __init__(self, store: FeatureStore, positions: np.ndarray, features: str) -> None:
         self.store = store
         self.positions = positions
         self.grid = features == GRID
@@ -89,7 +89,7 @@ def make_dataset(arrays: CaptionArrays, reader: FeatureReader, batch_size: int, 
     """Batches of ((features, inputs (B, T)), targets (B, T)), T = longest caption in the batch."""
     order = np.arange(len(arrays)) if order is None else order
 
-    def to_batch(image_index, tokens):
+    def to_batch(image_index: tf.Tensor, tokens: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], tf.Tensor]:
         length = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1))
         tokens = tokens[:, :length]
         return (reader.tf_read(image_index), tokens[:, :-1]), tokens[:, 1:]

@@ -52,7 +52,7 @@ class TrainingDiverged(UserError):
     """The loss became NaN or infinite; nothing from that epoch is kept."""
 
 
-def masked_loss(targets, logits, label_smoothing: float = 0.0):
+def masked_loss(targets: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
     """Mean cross-entropy over non-padding positions. targets (B, T) int, logits (B, T, V)."""
     mask = tf.cast(targets != 0, logits.dtype)
     if label_smoothing:
@@ -66,7 +66,7 @@ def masked_loss(targets, logits, label_smoothing: float = 0.0):
 class Trainer:
     """Owns the decoder, its optimizer and the compiled train/validation steps."""
 
-    def __init__(self, decoder: Decoder, config: TrainConfig):
+    def __init__(self, decoder: Decoder, config: TrainConfig) -> None:
         self.decoder = decoder
         self.config = config
         kwargs = {"global_clipnorm": config.clip_norm} if config.clip_norm else {}
@@ -79,7 +79,7 @@ class Trainer:
         self.train_step = tf.function(self._train_step, input_signature=spec)
         self.eval_step = tf.function(self._eval_step, input_signature=spec)
 
-    def _train_step(self, inputs, targets):
+    def _train_step(self, inputs: tuple[tf.Tensor, tf.Tensor], targets: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             logits = self.decoder(inputs, training=True)
             loss = masked_loss(targets, logits, self.config.label_smoothing)
@@ -89,7 +89,7 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, self.decoder.trainable_variables))
         return loss
 
-    def _eval_step(self, inputs, targets):
+    def _eval_step(self, inputs: tuple[tf.Tensor, tf.Tensor], targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         logits = self.decoder(inputs, training=False)
         tokens = tf.reduce_sum(tf.cast(targets != 0, tf.float32))
         return masked_loss(targets, logits) * tokens, tokens

@@ -35,7 +35,7 @@ from captioner.decoding import SearchDecoder
 from captioner.errors import ArgumentError, FileError, check_positive
 from captioner.features import FeatureStore, default_cache_dir, update_features
 from captioner.metrics import CiderD
-from captioner.models.base import GRID
+from captioner.models.base import GRID, Decoder
 from captioner.training.batches import FeatureReader
 from captioner.training.config import TrainConfig
 from captioner.training.loop import CHECKPOINT_FILE, CONFIG_FILE, MODEL_DIR, VOCAB_FILE, Trainer
@@ -80,7 +80,7 @@ def _init_model_dir(init: Path) -> Path:
 class ScstTrainer(Trainer):
     """A `Trainer` whose step is the policy gradient on sampled captions."""
 
-    def __init__(self, decoder, config: TrainConfig):
+    def __init__(self, decoder: Decoder, config: TrainConfig) -> None:
         super().__init__(decoder, config)
         spec = [
             tf.TensorSpec((None, *decoder.feature_shape()), tf.float32),
@@ -90,7 +90,7 @@ class ScstTrainer(Trainer):
         ]
         self.policy_step = tf.function(self._policy_step, input_signature=spec)
 
-    def _policy_step(self, features, inputs, targets, advantages):
+    def _policy_step(self, features: tf.Tensor, inputs: tf.Tensor, targets: tf.Tensor, advantages: tf.Tensor) -> tf.Tensor:
         """features (N, ...), inputs/targets (N, T), advantages (N,) -> mean loss."""
         with tf.GradientTape() as tape:
             logits = self.decoder((features, inputs), training=False)  # the policy that sampled them
