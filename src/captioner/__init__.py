@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Any
 
 # TensorFlow's C++ start-up chatter is noise for a command-line tool.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,7 +22,7 @@ _TUTORIAL = ("extract_features", "create_sequences", "data_generator", "define_m
 __all__ = [*_TUTORIAL, "__version__"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _TUTORIAL:
         return getattr(importlib.import_module("captioner.tutorial"), name)
     raise AttributeError(f"module 'captioner' has no attribute {name!r}")

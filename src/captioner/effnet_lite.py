@@ -100,7 +100,7 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage, offset, shape, stride, *_ignored) -> _TensorRef:
+def _rebuild_tensor_v2(storage: str, offset: int, shape: tuple[int, ...], stride: tuple[int, ...], *_ignored: object) -> _TensorRef:
     # Stand-in for torch._utils._rebuild_tensor_v2; requires_grad, hooks and metadata are dropped.
     if not (isinstance(storage, str) and isinstance(offset, int)):
         raise pickle.UnpicklingError("malformed tensor record")
@@ -123,11 +123,11 @@ def _prescan(f: io.BytesIO) -> None:
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals a state_dict needs, each to a harmless stand-in."""
 
-    def __init__(self, file, storages: dict[str, tuple[Any, int]]):
+    def __init__(self, file: io.BytesIO, storages: dict[str, tuple[Any, int]]) -> None:
         super().__init__(file)
         self._storages = storages  # key -> (numpy dtype, element count)
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> object:
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
@@ -136,7 +136,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _StorageType(_STORAGE_DTYPES[name])
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
 
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: object) -> str:
         # Legacy format: ('storage', storage_type, key, location, numel, view_metadata).
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError("unsupported persistent id")
@@ -185,7 +185,7 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f = io.BytesIO(file.read())
         storages: dict[str, tuple[Any, int]] = {}
 
-        def load():
+        def load() -> object:
             _prescan(f)
             return _RestrictedUnpickler(f, storages).load()
 
@@ -265,7 +265,7 @@ def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
     return int(new + divisor if new < 0.9 * scaled else new)
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, conv_name: str, bn_name: str, relu6: bool = True):
+def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, stride: int, conv_name: str, bn_name: str, relu6: bool = True) -> keras.KerasTensor:
     from keras import layers
 
     x = layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=conv_name)(x)
@@ -273,7 +273,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, conv_name: str, bn_name:
     return layers.ReLU(6.0, name=f"{conv_name}_relu6")(x) if relu6 else x
 
 
-def _mbconv(x, in_filters: int, out_filters: int, kernel: int, stride: int, expand: int, name: str):
+def _mbconv(x: keras.KerasTensor, in_filters: int, out_filters: int, kernel: int, stride: int, expand: int, name: str) -> keras.KerasTensor:
     """Inverted-residual block: 1x1 expand, kxk depthwise, 1x1 linear projection (+ identity)."""
     from keras import layers
 

@@ -128,7 +128,7 @@ class Encoder:
             includes the preprocessing.
     """
 
-    def __init__(self, info: EncoderInfo, model: keras.Model):
+    def __init__(self, info: EncoderInfo, model: keras.Model) -> None:
         import tensorflow as tf
 
         self.info = info

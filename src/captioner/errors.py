@@ -12,6 +12,7 @@ and an HTTP layer answers 500.
 from __future__ import annotations
 
 import os
+from typing import Self
 
 
 class CaptionerError(Exception):
@@ -34,12 +35,12 @@ class FileError(UserError):
         problem: what is wrong with it, one line.
     """
 
-    def __init__(self, path: str | os.PathLike, problem: str):
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[str, str]]:
         # The default reduce would call cls(message), which lacks `problem`; worker processes
         # hand these back to their parent, so they must pickle.
         return (type(self), (self.path, self.problem))

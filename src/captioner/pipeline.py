@@ -27,7 +27,7 @@ class Captioner:
             `$CAPTIONER_MODEL`).
     """
 
-    def __init__(self, model_dir: str | os.PathLike | None = None):
+    def __init__(self, model_dir: str | os.PathLike | None = None) -> None:
         self.model_dir = Path(model_dir or default_model_dir())
         self.decoder, self.vocab, self.config = load_captioner(self.model_dir)
         self.encoder = get_encoder(self.config.encoder, weights=self.config.encoder_weights)
@@ -70,7 +70,7 @@ class Captioner:
         paths = list(paths)
         batches = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
 
-        def load_batch(batch):
+        def load_batch(batch: list[Path]) -> list[np.ndarray | ImageError]:
             loaded: list[np.ndarray | ImageError] = []
             for path in batch:
                 try:

@@ -48,7 +48,7 @@ class Vocabulary:
         word_to_id: word -> id.
     """
 
-    def __init__(self, words: Sequence[str]):
+    def __init__(self, words: Sequence[str]) -> None:
         """Builds a vocabulary from its full index order.
 
         Args:

@@ -11,9 +11,13 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from captioner.data.base import DatasetError, LoadReport, Raw, Record, normalize_split
 from captioner.data.files import check_key, quoted, read_text, shorten
+
+if TYPE_CHECKING:
+    import _csv
 
 __all__ = ["header_columns", "read_csv"]
 
@@ -80,7 +84,7 @@ def read_csv(csv_file: Path, image_dir: Path) -> Raw:
     return Raw(csv_file, image_dir, records, report, None, hashed=split_col is None)
 
 
-def _rows(reader) -> Iterator[tuple[int, list[str] | str]]:
+def _rows(reader: _csv.Reader) -> Iterator[tuple[int, list[str] | str]]:
     """(line number, row) pairs, with the reason in place of a row the csv module refuses."""
     while True:
         try:

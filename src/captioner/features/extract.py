@@ -54,8 +54,10 @@ def update_features(store: FeatureStore, images: dict[str, Path], batch_size: in
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     bar = tqdm(total=len(todo), desc=f"features {store.encoder}", unit="img", disable=not progress)
 
-    def load_batch(batch):
-        loaded, keys, sources = [], [], []
+    def load_batch(batch: list[tuple[str, Path]]) -> tuple[list[str], list[list[int] | None], list[np.ndarray]]:
+        loaded: list[np.ndarray] = []
+        keys: list[str] = []
+        sources: list[list[int] | None] = []
         for key, path in batch:
             fingerprint = source_fingerprint(path)  # before reading: a later change makes it stale
             try:

@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from captioner import atomic
 from captioner.encoders import encoder_info
@@ -102,7 +103,7 @@ class _Shard:
 class ShardWriter:
     """Writes shards of one writer into a store; use one per process (or Ray actor)."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike) -> None:
         self.shard_dir = Path(directory) / SHARD_DIR
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self.name = writer_id()
@@ -140,7 +141,7 @@ class FeatureStore:
 
     def __init__(
         self, directory: str | os.PathLike, encoder: str = "efficientnet_lite0", weights: str | None = "imagenet", spatial: bool = False, verify: bool = True
-    ):
+    ) -> None:
         self.directory = Path(directory)
         self.encoder = encoder
         self.weights = weights
@@ -274,7 +275,7 @@ class FeatureStore:
         """(N, 2) int64 (shard, row) of each key, for `gather`; KeyError names a missing key."""
         return np.array([self._index[k] for k in keys], dtype=np.int64).reshape(-1, 2)
 
-    def gather(self, positions: np.ndarray, dtype=np.float32) -> np.ndarray:
+    def gather(self, positions: np.ndarray, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
         """Features (N, ...) at `positions` (from `positions()`), as `dtype`; touched pages are released."""
         out = np.empty((len(positions), *self.shape), dtype=dtype)
         for shard in np.unique(positions[:, 0]):

@@ -24,6 +24,7 @@ needs numpy).
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from captioner.metrics.result import COCO_METRICS, METRIC_ORDER, NLTK_METRICS, EvaluationResult
 from captioner.metrics.scorers import JAVA_DISABLED, NLTK_WEIGHTS, SPICE_CORENLP_JARS, score_captions
@@ -61,7 +62,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "CiderD":
         return importlib.import_module("captioner.metrics.cider").CiderD
     raise AttributeError(f"module 'captioner.metrics' has no attribute {name!r}")

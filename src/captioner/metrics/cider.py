@@ -45,7 +45,7 @@ class _CorpusCiderScorer(CiderScorer):
     property below ignores that assignment so the corpus's value is used.
     """
 
-    def __init__(self, document_frequency: _DocumentFrequencies, log_corpus_size: float):
+    def __init__(self, document_frequency: _DocumentFrequencies, log_corpus_size: float) -> None:
         super().__init__()
         self.document_frequency = document_frequency
         self._log_corpus_size = log_corpus_size
@@ -65,7 +65,7 @@ class CiderD:
     `score` takes hypotheses for any subset of those keys; references are tokenised and cooked once.
     """
 
-    def __init__(self, references: Mapping[str, Sequence[str]]):
+    def __init__(self, references: Mapping[str, Sequence[str]]) -> None:
         if not isinstance(references, Mapping) or not references:
             raise ArgumentError("CiderD needs a non-empty dict of image key -> reference captions")
         for key, refs in references.items():

@@ -103,7 +103,7 @@ class _MeteorProcess:
     a watchdog kills Java after `timeout` seconds, and `close()` always reaps the process.
     """
 
-    def __init__(self, java: str):
+    def __init__(self, java: str) -> None:
         from pycocoevalcap.meteor import meteor as meteor_module
 
         self._module = meteor_module
