@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from captioner.artifacts import load_captioner
 from captioner.cli import main
 from captioner.decoding import SearchDecoder
-from captioner.artifacts import load_captioner
 from captioner.training import TrainConfig, train
 from captioner.training.scst import ScstConfig, _advantages, _teacher_forcing, train_scst
 
@@ -35,8 +35,18 @@ def ce_run(tmp_path_factory):
     keys = list(captions)
     _write_text(root / "Flickr_8k.trainImages.txt", keys[:9], False)
     _write_text(root / "Flickr_8k.devImages.txt", keys[9:], False)
-    config = TrainConfig(data=str(root), output=str(root / "ce"), cache_dir=str(root / "cache"), min_word_count=1,
-                         embedding_dim=16, units=16, epochs=6, batch_size=8, learning_rate=1e-2, seed=1)
+    config = TrainConfig(
+        data=str(root),
+        output=str(root / "ce"),
+        cache_dir=str(root / "cache"),
+        min_word_count=1,
+        embedding_dim=16,
+        units=16,
+        epochs=6,
+        batch_size=8,
+        learning_rate=1e-2,
+        seed=1,
+    )
     train(config, progress=False)
     return root
 
