@@ -19,9 +19,14 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from captioner import __version__, defaults
+
+if TYPE_CHECKING:  # annotations only: the CLI imports TensorFlow lazily
+    from captioner.data import CaptionDataset
+    from captioner.decoding import Hypothesis
+    from captioner.pipeline import Captioner
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -68,7 +73,7 @@ _TRAIN_FLAG_TYPES = {
 # --- the parser (no TensorFlow) -----------------------------------------------------------------------
 
 
-def _add_caption(sub) -> None:
+def _add_caption(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="caption images (files or folders)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped Flickr8k model, or $CAPTIONER_MODEL)")
@@ -81,7 +86,7 @@ def _add_caption(sub) -> None:
     p.add_argument("--attention-map", type=Path, metavar="PNG", help="attention models, one image: write the photo with one heat map per word")
 
 
-def _add_train(sub) -> None:
+def _add_train(sub: argparse._SubParsersAction) -> None:
     from captioner.training.config import TrainConfig, available_presets
 
     p = sub.add_parser("train", help="train a captioner on a dataset")
@@ -114,7 +119,7 @@ def _add_train(sub) -> None:
         p.add_argument(flag, type=kind, default=None, help=f"(default: {field.default})")
 
 
-def _add_extract(sub) -> None:
+def _add_extract(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("extract", help="store encoder features for a dataset or a folder of images")
     p.add_argument("--data", required=True, help="dataset folder/file, or a folder of images")
     p.add_argument("--encoder", default=None, help=f"encoder name (see `captioner encoders`; default {defaults.ENCODER})")
@@ -125,7 +130,7 @@ def _add_extract(sub) -> None:
     p.add_argument("--allow-outside-paths", action="store_true", help="let dataset rows name images outside the dataset folder")
 
 
-def _add_evaluate(sub) -> None:
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a model with BLEU, METEOR, ROUGE-L, CIDEr-D (coco-caption)")
     p.add_argument("model", type=Path, nargs="?", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--data", required=True, help="dataset folder or file")
@@ -179,7 +184,7 @@ def _image_paths(inputs: list[Path], recursive: bool) -> list[Path]:
     return paths
 
 
-def cmd_caption(args) -> int:
+def cmd_caption(args: argparse.Namespace) -> int:
     from captioner.errors import ArgumentError
     from captioner.pipeline import Captioner
 
@@ -213,7 +218,7 @@ def cmd_caption(args) -> int:
     return EXIT_ERROR if failures == len(paths) or (failures and args.strict) else 0
 
 
-def _json_row(path: Path, result, num_captions: int) -> dict:
+def _json_row(path: Path, result: list[Hypothesis], num_captions: int) -> dict:
     row: dict[str, Any] = {"image": str(path), "caption": result[0].caption}
     if num_captions > 1:
         row["captions"] = [{"caption": h.caption, "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)} for h in result]
@@ -225,7 +230,7 @@ def _json_row(path: Path, result, num_captions: int) -> dict:
     return row
 
 
-def _caption_with_attention_map(captioner, path: Path, beam_size: int, args) -> int:
+def _caption_with_attention_map(captioner: Captioner, path: Path, beam_size: int, args: argparse.Namespace) -> int:
     from captioner.errors import ArgumentError
     from captioner.viz import save_attention_figure
 
@@ -233,13 +238,14 @@ def _caption_with_attention_map(captioner, path: Path, beam_size: int, args) -> 
         raise ArgumentError(f"--attention-map needs a model that attends; {captioner.model_dir} has a {captioner.config.decoder.decoder} decoder")
     image = captioner.load(path)
     result = captioner.caption_arrays(image[None], beam_size, args.num_captions)[0]
+    assert result[0].attention is not None  # the search attends
     written = save_attention_figure(args.attention_map, image, result[0].caption.split(), result[0].attention)
     print(json.dumps(_json_row(path, result, args.num_captions)) if args.json else result[0].caption, flush=True)
     log.info("attention map: %s", written)
     return 0
 
 
-def cmd_train(args) -> int:
+def cmd_train(args: argparse.Namespace) -> int:
     from captioner.artifacts import check_export_target, export_model
     from captioner.errors import ArgumentError
     from captioner.training import TrainConfig, load_preset, train
@@ -275,7 +281,7 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _train_scst(args, given: dict) -> int:
+def _train_scst(args: argparse.Namespace, given: dict) -> int:
     from captioner.artifacts import check_export_target, export_model
     from captioner.errors import ArgumentError
     from captioner.training.scst import ScstConfig, train_scst
@@ -301,7 +307,7 @@ def _train_scst(args, given: dict) -> int:
     return 0
 
 
-def _load_dataset_or_folder(data: Path, recursive: bool, allow_outside_paths: bool):
+def _load_dataset_or_folder(data: Path, recursive: bool, allow_outside_paths: bool) -> tuple[dict[str, Path], Path, CaptionDataset | None]:
     """(images by key, image folder, dataset or None): a dataset if one is there, else a folder of images."""
     from captioner.data import NoDatasetError, load_dataset
 
@@ -315,7 +321,7 @@ def _load_dataset_or_folder(data: Path, recursive: bool, allow_outside_paths: bo
     return {key: dataset.image_path(key) for key in dataset.captions}, dataset.image_dir, dataset
 
 
-def cmd_extract(args) -> int:
+def cmd_extract(args: argparse.Namespace) -> int:
     from captioner.data.skipped import log_skipped_lines
     from captioner.features import FeatureStore, default_cache_dir, update_features
 
@@ -329,7 +335,7 @@ def cmd_extract(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args: argparse.Namespace) -> int:
     from captioner.report import evaluate_model
 
     result, output_dir = evaluate_model(
@@ -349,7 +355,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_encoders(args) -> int:
+def cmd_encoders(args: argparse.Namespace) -> int:
     from captioner.encoders import available_encoders, encoder_info
 
     for name in available_encoders():
@@ -358,7 +364,7 @@ def cmd_encoders(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
     from captioner.catalog import find_models
 
     for entry in find_models(args.dirs or None):
