@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace  # tf.Module does not look inside one for things to save
 from typing import Any
 
 import tensorflow as tf
@@ -38,13 +39,6 @@ from captioner.export.target import check_target, staging_dir, swap_in, write_ma
 from captioner.models.base import GRID
 
 INPUT_NAME = "image_bytes"  # TF Serving and Vertex AI treat inputs named *_bytes as binary (base64 in JSON)
-
-
-class _Untracked:
-    """Holds objects where `tf.Module` does not look for things to save."""
-
-    def __init__(self, **objects: Any):
-        self.__dict__.update(objects)
 
 
 def _tf_variable(variable) -> tf.Variable:
@@ -67,7 +61,7 @@ class CaptionModule(tf.Module):
         self.grid = decoder.features == GRID
         # The Keras models stay out of the saved object graph (saving them would trace every layer
         # again, doubling the export time); their variables are saved as a plain list instead.
-        self._keras = _Untracked(encoder=encoder.model, decoder=decoder)
+        self._keras = SimpleNamespace(encoder=encoder.model, decoder=decoder)
         self.weights = [_tf_variable(v) for v in [*encoder.model.weights, *decoder.weights]]
         self._search = SearchDecoder(decoder, vocab)
         self._vocab = vocab
@@ -76,7 +70,7 @@ class CaptionModule(tf.Module):
         # Saved as signatures only: as tracked attributes they would be traced a second time on save.
         # Decoding and encoding are functions of their own, so each is traced once and shared.
         pixels_spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.uint8)
-        self._functions = _Untracked(
+        self._functions = SimpleNamespace(
             pixels=tf.function(self._decode, input_signature=[spec]),
             features=tf.function(self._encode, input_signature=[pixels_spec]),
             caption=tf.function(self._caption, input_signature=[spec]),
