@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captioner import __version__, defaults
+from captioner.export import command as export_command  # flags only; TensorFlow loads when it runs
+from captioner.serve import command as serve_command  # flags only; FastAPI and TensorFlow load when it runs
 
 if TYPE_CHECKING:  # annotations only: the CLI imports TensorFlow lazily
     from captioner.data import CaptionDataset
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("encoders", help="list the available image encoders")
     p = sub.add_parser("models", help="list the shipped models and those trained here, with their model cards' summaries")
     p.add_argument("dirs", nargs="*", type=Path, help="where to look for trained models (default: ./runs)")
+    serve_command.add_parser(sub)
+    export_command.add_parser(sub)
     return parser
 
 
@@ -390,7 +394,24 @@ def _version() -> str:
     return f"captioner {__version__} (TensorFlow {installed('tensorflow-cpu', 'tensorflow')}, Keras {installed('keras')})"
 
 
-COMMANDS = {"caption": cmd_caption, "train": cmd_train, "extract": cmd_extract, "evaluate": cmd_evaluate, "encoders": cmd_encoders, "models": cmd_models}
+def cmd_serve(args: argparse.Namespace) -> int:
+    return serve_command.run(args)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return export_command.run(args)
+
+
+COMMANDS = {
+    "caption": cmd_caption,
+    "train": cmd_train,
+    "extract": cmd_extract,
+    "evaluate": cmd_evaluate,
+    "encoders": cmd_encoders,
+    "models": cmd_models,
+    "serve": cmd_serve,
+    "export": cmd_export,
+}
 
 
 # --- quiet start, logging, errors -------------------------------------------------------------------
