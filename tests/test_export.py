@@ -176,18 +176,38 @@ def test_the_savedmodel_runs_with_tensorflow_alone_and_captions_as_the_python_pa
 # --- TFLite --------------------------------------------------------------------------------------
 
 
-def test_tflite_export_captions_as_the_python_path(tmp_path, python_path):
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "export.md"
+
+
+@pytest.fixture(scope="module")
+def tflite_export(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tflite") / "tflite"
+    assert command.run(parse("default", str(out), "--format", "tflite")) == 0
+    return out
+
+
+def test_tflite_export_captions_as_the_python_path(tflite_export, python_path):
     from captioner.export.tflite import TFLiteCaptioner
 
-    out = tmp_path / "tflite"
-    assert command.run(parse("default", str(out), "--format", "tflite")) == 0
-    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "image.tflite", "step.tflite", "vocab.json"]
-    tflite = TFLiteCaptioner(out)
+    assert sorted(p.name for p in tflite_export.iterdir()) == [MANIFEST, "image.tflite", "step.tflite", "vocab.json"]
+    tflite = TFLiteCaptioner(tflite_export)
     for path in sorted(EXAMPLES.glob("*.jpg")):
         for beam_size in (5, 1):
             expected, got = python_path.caption(path, beam_size=beam_size)[0], tflite.caption(path, beam_size=beam_size)[0]
             assert got.caption == expected.caption, (path.name, beam_size)
             assert got.score == pytest.approx(expected.score, abs=1e-3)
+
+
+def test_the_reference_loop_in_the_docs_runs_without_captioner(tflite_export, python_path):
+    text = DOCS.read_text(encoding="utf-8")
+    loop = text.split("<!-- reference-loop -->")[1].split("<!-- /reference-loop -->")[0]
+    code = loop.strip().removeprefix("```python").removesuffix("```")
+    photo = EXAMPLES / "coffee.jpg"
+    code = code.replace('"out/tflite"', repr(str(tflite_export))).replace('"photo.jpg"', repr(str(photo)))
+    code = 'import sys\nsys.modules["captioner"] = None\n' + code
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == python_path.caption(photo, beam_size=1)[0].caption
 
 
 # --- any decoder: attention over the grid ---------------------------------------------------------

@@ -198,7 +198,7 @@ def export_tflite(
 # --- running it ------------------------------------------------------------------------------
 
 
-def _interpreter(path: Path, num_threads: int | None):
+def _interpreter(path: Path, num_threads: int):
     try:
         from ai_edge_litert.interpreter import Interpreter  # the maintained runtime, when installed
     except ImportError:
@@ -217,7 +217,7 @@ class TFLiteCaptioner:
 
     Args:
         directory: the export folder.
-        num_threads: interpreter threads (default: the runtime's choice).
+        num_threads: interpreter threads (default: `os.cpu_count()`).
     """
 
     def __init__(self, directory: str | os.PathLike, num_threads: int | None = None):
@@ -232,6 +232,7 @@ class TFLiteCaptioner:
         self.beam_size = int(self.manifest["beam_size"])
         self.length_penalty = float(self.manifest["length_penalty"])
         self.max_length = int(self.manifest["max_length"])
+        num_threads = num_threads or os.cpu_count() or 1
         self._image = _interpreter(self.directory / IMAGE_MODEL, num_threads).get_signature_runner(SIGNATURE)
         self._step = _interpreter(self.directory / STEP_MODEL, num_threads).get_signature_runner(SIGNATURE)
         self._memory_names = [f"memory_{i}" for i in range(int(self.manifest["memory"]))]
