@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="the 'serve' extra (fastapi, uvicorn) is not installed")
-httpx = pytest.importorskip("httpx")
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
-expect, sync_playwright = playwright_api.expect, playwright_api.sync_playwright
+
+import httpx
+from playwright.sync_api import expect, sync_playwright
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
