@@ -133,11 +133,19 @@ images = tf.constant([open(f"{sys.argv[3]}/{name}", "rb").read() for name in nam
 beam = model.signatures["serving_default"](image_bytes=images)
 greedy = model.signatures["greedy"](image_bytes=images)
 np.save(f"{sys.argv[3]}/pixels.npy", model.signatures["preprocess"](image_bytes=images)["pixels"].numpy())
+empty = model.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
+try:
+    model.signatures["serving_default"](image_bytes=tf.constant([b"not an image"]))
+    refused = False
+except tf.errors.InvalidArgumentError:
+    refused = True
 print(json.dumps({
     "signatures": sorted(model.signatures),
     "beam": [c.decode() for c in beam["captions"].numpy()],
     "beam_scores": beam["scores"].numpy().tolist(),
     "greedy": [c.decode() for c in greedy["captions"].numpy()],
+    "empty_batch": {name: t.shape.as_list() for name, t in empty.items()},
+    "not_an_image_refused": refused,
     "captioner_imported": any(m == "captioner" or m.startswith("captioner.") for m, v in sys.modules.items() if v is not None),
 }))
 """
@@ -154,6 +162,8 @@ def test_the_savedmodel_runs_with_tensorflow_alone_and_captions_as_the_python_pa
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert not result["captioner_imported"]
     assert result["signatures"] == ["greedy", "preprocess", "serving_default"]
+    assert result["empty_batch"] == {"captions": [0], "scores": [0], "log_probs": [0]}
+    assert result["not_an_image_refused"]
     manifest = read_manifest(savedmodel)
     assert manifest["kind"] == "savedmodel" and manifest["beam_size"] == 5 and manifest["input_size"] == 260
 
@@ -171,6 +181,17 @@ def test_the_savedmodel_runs_with_tensorflow_alone_and_captions_as_the_python_pa
         assert result["beam"][i] == beam.caption, name
         assert result["beam_scores"][i] == pytest.approx(beam.score, abs=0.01)  # pixel ties move features slightly
         assert result["greedy"][i] == python_path.caption(data, beam_size=1)[0].caption, name
+
+
+def test_check_compares_the_export_with_the_python_path(savedmodel, capsys, tmp_path):
+    from captioner import defaults
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    code = command._check(savedmodel, "savedmodel", defaults.default_model_dir(), [EXAMPLES / "coffee.jpg", broken], defaults.BEAM_SIZE)
+    out = capsys.readouterr().out
+    assert code == 1  # the broken file is reported, and makes the exit code 1
+    assert "coffee.jpg: a " in out and "(Python path:" not in out and "1 of 1 captions equal the Python path's" in out
 
 
 # --- TFLite --------------------------------------------------------------------------------------

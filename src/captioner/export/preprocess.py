@@ -14,7 +14,7 @@ that loads the SavedModel with TensorFlow alone gets the pixels the Python path 
   with Lanczos-3 antialiased resampling in two passes, horizontal first, rounding to 8 bits in
   between: Pillow's own resize, except that Pillow sums in fixed point and TensorFlow in float32,
   so a value that lands exactly half-way between two levels may round the other way. On
-  Flickr8k dev photos about 0.01 % of the values differ, by one level (mean absolute difference
+  Flickr8k dev photos about 0.01 % of the values differ, by one or two levels (mean absolute difference
   0.0001); smooth synthetic gradients, full of exact ties, reach 1 % (`benchmarks/export_speed.py
   --parity` measures it, with the other resize methods tried).
 

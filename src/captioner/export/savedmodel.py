@@ -114,12 +114,16 @@ class CaptionModule(tf.Module):
 
     # --- signatures -------------------------------------------------------------------------
 
+    def _or_empty(self, image_bytes, search):
+        """`search(features)`, or empty outputs for an empty batch (the encoder refuses batch 0)."""
+        empty = {"captions": tf.zeros([0], tf.string), "scores": tf.zeros([0]), "log_probs": tf.zeros([0])}
+        return tf.cond(tf.size(image_bytes) > 0, lambda: search(self._features(self._pixels(image_bytes))), lambda: empty)
+
     def _caption(self, image_bytes):
-        features = self._features(self._pixels(image_bytes))
-        return self._greedy(features) if self.beam_size == 1 else self._beam(features)
+        return self._or_empty(image_bytes, self._greedy if self.beam_size == 1 else self._beam)
 
     def _caption_greedy(self, image_bytes):
-        return self._greedy(self._features(self._pixels(image_bytes)))
+        return self._or_empty(image_bytes, self._greedy)
 
     def _preprocess(self, image_bytes):
         return {"pixels": self._pixels(image_bytes)}
