@@ -50,16 +50,17 @@ class SearchDecoder:
         _, _, attention = decoder.step(memory, tf.fill([1], vocab.start_id), decoder.initial_state(memory))
         self.attends = attention is not None
         feature_spec = tf.TensorSpec((None, *decoder.feature_shape()), tf.float32)
-        self._greedy = tf.function(self._greedy_graph, input_signature=[feature_spec])
+        # The compiled searches are public so an export can put them in its own graph.
+        self.compiled_greedy = tf.function(self._greedy_graph, input_signature=[feature_spec])
         self._sample: tf.types.experimental.PolymorphicFunction | None = None  # traced on first use (training only)
-        self._beam = tf.function(
+        self.compiled_beam = tf.function(
             self._beam_graph,
             input_signature=[feature_spec, tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.float32)],
         )
 
     # --- graphs -----------------------------------------------------------------------------
 
-    def _step(self, memory: Any, token: tf.Tensor, state: list[tf.Tensor], cells: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
+    def decoder_step(self, memory: Any, token: tf.Tensor, state: list[tf.Tensor], cells: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], tf.Tensor]:
         """One decoder step; attention (B, L) is zeros (B, 0) for decoders that do not attend."""
         logits, state, attention = self.decoder.step(memory, token, state)
         if attention is None:
@@ -70,7 +71,7 @@ class SearchDecoder:
         """L, the number of attention weights per step (0 without attention)."""
         return tf.shape(features)[1] if self.attends else tf.constant(0)
 
-    def _next_word_log_probs(self, logits: tf.Tensor, t: tf.Tensor, history: tf.Tensor | None = None) -> tf.Tensor:
+    def next_word_log_probs(self, logits: tf.Tensor, t: tf.Tensor, history: tf.Tensor | None = None) -> tf.Tensor:
         """(N, V) logits at step t after `history` (N, t) -> log-probabilities over the words allowed.
 
         <pad> and <start> are never valid next words, <unk> says nothing to a reader, and <end>
@@ -113,8 +114,8 @@ class SearchDecoder:
         t = tf.constant(0)
         while t < self.max_length and not tf.reduce_all(finished):
             tf.autograph.experimental.set_loop_options(shape_invariants=[(history, tf.TensorShape([None, None]))])
-            logits, state, attention = self._step(memory, token, state, cells)
-            log_probs = self._next_word_log_probs(logits, t, history)  # (B, V)
+            logits, state, attention = self.decoder_step(memory, token, state, cells)
+            log_probs = self.next_word_log_probs(logits, t, history)  # (B, V)
             token = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
             token = tf.where(finished, self.vocab.pad_id, token)
             log_prob += tf.where(finished, 0.0, tf.reduce_max(log_probs, axis=-1))
@@ -148,8 +149,8 @@ class SearchDecoder:
             tf.autograph.experimental.set_loop_options(
                 shape_invariants=[(history, tf.TensorShape([None, None, None])), (maps, tf.TensorShape([None, None, None, None]))]
             )
-            logits, state, attention = self._step(memory, token, state, cells)
-            log_probs = self._next_word_log_probs(logits, t, tf.reshape(history, [flat, -1]))
+            logits, state, attention = self.decoder_step(memory, token, state, cells)
+            log_probs = self.next_word_log_probs(logits, t, tf.reshape(history, [flat, -1]))
             log_probs = tf.reshape(log_probs, [batch, beam_size, vocab_size])
             log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], log_probs)
             candidates = tf.reshape(log_prob[:, :, None] + log_probs, [batch, beam_size * vocab_size])
@@ -188,7 +189,7 @@ class SearchDecoder:
         while t < self.max_length and not tf.reduce_all(finished):
             tf.autograph.experimental.set_loop_options(shape_invariants=[(history, tf.TensorShape([None, None]))])
             logits, state, _ = self.decoder.step(memory, token, state)
-            log_probs = self._next_word_log_probs(logits, t)  # structural bans only: the policy itself
+            log_probs = self.next_word_log_probs(logits, t)  # structural bans only: the policy itself
             token = tf.random.stateless_categorical(log_probs, 1, seed=tf.stack([seed, t]), dtype=tf.int32)[:, 0]
             token = tf.where(finished, self.vocab.pad_id, token)
             history = tf.concat([history, token[:, None]], axis=1)
@@ -216,11 +217,11 @@ class SearchDecoder:
 
     def greedy_tokens(self, features: np.ndarray) -> np.ndarray:
         """Greedy word ids (B, T) for a batch of features, <end> included, padded after it."""
-        return self._greedy(tf.convert_to_tensor(features, tf.float32))[0].numpy()
+        return self.compiled_greedy(tf.convert_to_tensor(features, tf.float32))[0].numpy()
 
     def greedy(self, features: np.ndarray) -> list[Hypothesis]:
         """Greedy captions for a batch of features; one `Hypothesis` per image."""
-        tokens, log_prob, maps = self._greedy(tf.convert_to_tensor(features, tf.float32))
+        tokens, log_prob, maps = self.compiled_greedy(tf.convert_to_tensor(features, tf.float32))
         return [self._hypothesis(row, lp, lp, m) for row, lp, m in zip(tokens.numpy(), log_prob.numpy(), maps.numpy())]
 
     def beam(
@@ -229,7 +230,7 @@ class SearchDecoder:
         """Beam search for a batch of features; the `num_captions` best hypotheses per image, best first."""
         check_search(beam_size, num_captions)
         history, log_prob, score, maps = (
-            x.numpy() for x in self._beam(tf.convert_to_tensor(features, tf.float32), tf.constant(beam_size), tf.constant(float(length_penalty)))
+            x.numpy() for x in self.compiled_beam(tf.convert_to_tensor(features, tf.float32), tf.constant(beam_size), tf.constant(float(length_penalty)))
         )
         return [[self._hypothesis(history[b, k], log_prob[b, k], score[b, k], maps[b, k]) for k in range(num_captions)] for b in range(len(history))]
 

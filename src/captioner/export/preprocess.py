@@ -9,7 +9,7 @@ that loads the SavedModel with TensorFlow alone gets the pixels the Python path 
   `draft` picks it.
 - PNG, BMP, GIF (first frame) and WebP: decoded with their native channels; grey becomes RGB and
   transparency is composited on white, as the Python path does.
-- Images more than `_REDUCING_GAP` times the target size are first reduced by whole factors (a
+- Images more than `REDUCING_GAP` times the target size are first reduced by whole factors (a
   box filter with Pillow's rounding), then squashed (whole image, no crop) to `size` x `size`
   with Lanczos-3 antialiased resampling in two passes, horizontal first, rounding to 8 bits in
   between: Pillow's own resize, except that Pillow sums in fixed point and TensorFlow in float32,
@@ -29,7 +29,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from captioner.images.decode import MAX_PIXELS
-from captioner.images.pixels import _REDUCING_GAP
+from captioner.images.pixels import REDUCING_GAP
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -132,7 +132,7 @@ def squash(image: tf.Tensor, extent: tf.Tensor, size: int) -> tf.Tensor:
     """
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
-    target = _REDUCING_GAP * size
+    target = REDUCING_GAP * size
     x_factor, y_factor = tf.maximum(1, width // target), tf.maximum(1, height // target)
     image = tf.cond((x_factor > 1) | (y_factor > 1), lambda: _reduce(image, x_factor, y_factor), lambda: image)
     covered_w = extent[0] / tf.cast(x_factor, tf.float32)  # the region Pillow resamples from: (0, 0, w, h)

@@ -105,11 +105,11 @@ class CaptionModule(tf.Module):
         return tf.strings.reduce_join(words, axis=1, separator=" ")
 
     def _greedy(self, features):
-        tokens, log_prob, _ = self._search._greedy(features)
+        tokens, log_prob, _ = self._search.compiled_greedy(features)
         return {"captions": self._text(tokens), "scores": log_prob, "log_probs": log_prob}
 
     def _beam(self, features):
-        history, log_prob, score, _ = self._search._beam(features, tf.constant(self.beam_size), tf.constant(self.length_penalty))
+        history, log_prob, score, _ = self._search.compiled_beam(features, tf.constant(self.beam_size), tf.constant(self.length_penalty))
         return {"captions": self._text(history[:, 0]), "scores": score[:, 0], "log_probs": log_prob[:, 0]}
 
     # --- signatures -------------------------------------------------------------------------

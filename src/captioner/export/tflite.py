@@ -21,7 +21,6 @@ of `captioner.decoding.SearchDecoder` (the same ranking, ties and length penalty
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -48,9 +47,7 @@ SIGNATURE = "serving_default"
 
 def _allowed_log_probs(search, logits, step, history):
     """`SearchDecoder`'s own ban rule for step `step` after the words `history` (B, step)."""
-    if "history" in inspect.signature(search._next_word_log_probs).parameters:  # searches that block repeats need the words so far
-        return search._next_word_log_probs(logits, step, history)
-    return search._next_word_log_probs(logits, step)
+    return search.next_word_log_probs(logits, step, history)
 
 
 def _convert(function, workdir: Path, name: str, quantize: bool) -> bytes:
@@ -133,7 +130,7 @@ def export_tflite(
         state = list(args[len(memory_specs) + 1 : -2])
         history, step = args[-2], args[-1]
         memory = tf.nest.pack_sequence_as(decoder.encode_image(decoder.dummy_features()), memories)
-        logits, state, attention = search._step(memory, tokens, state, cells if search.attends else 0)
+        logits, state, attention = search.decoder_step(memory, tokens, state, cells if search.attends else 0)
         outputs = {"log_probs": _allowed_log_probs(search, logits, step, history), **{f"state_{i}": s for i, s in enumerate(state)}}
         if search.attends:  # TFLite cannot hand back an empty (B, 0) tensor
             outputs["attention"] = attention
@@ -263,7 +260,7 @@ class TFLiteCaptioner:
     # --- searches ---------------------------------------------------------------------------
 
     def greedy_tokens(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Greedy word ids (B, T) and log-probabilities (B,), as `SearchDecoder._greedy_graph`."""
+        """Greedy word ids (B, T) and log-probabilities (B,), as `SearchDecoder.compiled_greedy`."""
         vocab = self.vocab
         memory, state = self.start(images)
         batch = len(images)
@@ -282,7 +279,7 @@ class TFLiteCaptioner:
         return history, log_prob
 
     def beam_tokens(self, images: np.ndarray, beam_size: int, length_penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Beam search as `SearchDecoder._beam_graph`: histories (B, K, T), log-probs and scores (B, K), best first."""
+        """Beam search as `SearchDecoder.compiled_beam`: histories (B, K, T), log-probs and scores (B, K), best first."""
         vocab = self.vocab
         memory, state = self.start(images)
         batch, k = len(images), beam_size

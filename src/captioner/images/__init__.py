@@ -26,9 +26,9 @@ Hostile input is refused with `ImageError`, whose message is "<path>: <problem>"
 
 Memory: big images are decoded at reduced size where the format allows it (JPEG: libjpeg's DCT
 scaling via `draft`, at least twice the target size), and the conversion to RGB runs tile by tile,
-each tile reduced by whole factors (a box filter, never below `_REDUCING_GAP` times the target)
+each tile reduced by whole factors (a box filter, never below `REDUCING_GAP` times the target)
 before it is stored, so the only full-size buffer is the decoder's own. Images no bigger than
-`_REDUCING_GAP` x `size` on a side take exactly the straightforward path (convert, then Lanczos).
+`REDUCING_GAP` x `size` on a side take exactly the straightforward path (convert, then Lanczos).
 
 Modules (each imports only those listed before it): `files` (reading a path safely, folder
 listings, `ImageError`), `pixels` (EXIF orientation, conversion to RGB, resizing), `decode`

@@ -1,7 +1,7 @@
 """Decoded image to upright uint8 RGB pixels: EXIF orientation, mode conversion, resizing.
 
 The conversion runs tile by tile, each tile reduced by whole factors (a box filter, never below
-`_REDUCING_GAP` times the target) before it is stored, so the only full-size buffer is the
+`REDUCING_GAP` times the target) before it is stored, so the only full-size buffer is the
 decoder's own; Lanczos resampling then squashes the result to the target size.
 """
 
@@ -20,7 +20,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 # Whole-factor reduction (Image.reduce, a box filter) stops while the image is still at least this
 # many times the target size, and Lanczos does the rest; Pillow's docs call a gap of 3
 # indistinguishable from Lanczos all the way.
-_REDUCING_GAP = 3
+REDUCING_GAP = 3
 
 # Pixels converted to RGB at a time: bounds the scratch memory of the conversion.
 _TILE_PIXELS = 1 << 20
@@ -59,10 +59,10 @@ def conversion_bytes(width: int, height: int, size: int | None) -> int:
 
 
 def _reduce_factors(width: int, height: int, size: int | None) -> tuple[int, int]:
-    """Whole factors to reduce by, keeping each side at least `_REDUCING_GAP` x `size`."""
+    """Whole factors to reduce by, keeping each side at least `REDUCING_GAP` x `size`."""
     if size is None:
         return 1, 1
-    target = _REDUCING_GAP * size
+    target = REDUCING_GAP * size
     x_factor, y_factor = max(1, width // target), max(1, height // target)
     while x_factor * y_factor > _TILE_PIXELS:  # only for tiny targets: keep one block within a tile
         x_factor, y_factor = max(1, x_factor // 2), max(1, y_factor // 2)
