@@ -220,7 +220,7 @@ def test_a_model_whose_weights_do_not_match_its_config_fails_clearly(capsys, mod
         (["evaluate", "--data", "d", "--limit-images", "-1"], "--limit-images: must be at least 1, got -1"),
         (["train", "--data", "d", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
         (["train", "--data", "d", "--dropout", "1.5"], "--dropout: must be at least 0 and below 1, got 1.5"),
-        (["train", "--data", "d", "--learning-rate", "nan"], "--learning-rate: must be more than 0, got nan"),
+        (["train", "--data", "d", "--learning-rate", "nan"], "--learning-rate: expected a finite number, got 'nan'"),
         (["train", "--data", "d", "--seed", "-3"], "--seed: must be at least 0, got -3"),
     ],
 )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from captioner import __version__, defaults
 from captioner.export import command as export_command  # flags only; TensorFlow loads when it runs
+from captioner.flags import fraction, nonnegative_int, positive_float, positive_int
 from captioner.serve import command as serve_command  # flags only; FastAPI and TensorFlow load when it runs
 
 if TYPE_CHECKING:  # annotations only: the CLI imports TensorFlow lazily
@@ -38,29 +39,7 @@ EXIT_INTERRUPTED = 130
 log = logging.getLogger("captioner")
 
 
-# --- flag values, checked at parse time -----------------------------------------------------------
-
-
-def _number(kind: Callable[[str], int | float], minimum: float, inclusive: bool, below: float | None = None) -> Callable[[str], int | float]:
-    words = f"{'at least' if inclusive else 'more than'} {minimum:g}" + (f" and below {below:g}" if below is not None else "")
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
-        if value != value or value < minimum or (value == minimum and not inclusive) or (below is not None and value >= below):
-            raise argparse.ArgumentTypeError(f"must be {words}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-positive_int = _number(int, 1, True)
-nonnegative_int = _number(int, 0, True)
-positive_float = _number(float, 0, False)
-fraction = _number(float, 0, True, below=1)
+# --- flag values, checked at parse time ---------------------------------------------------------
 
 _TRAIN_FLAG_TYPES = {
     "seed": nonnegative_int,

@@ -7,42 +7,18 @@ imports TensorFlow until an export starts, so `captioner --help` stays fast. Err
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from pathlib import Path
 
 from captioner import defaults
+from captioner.flags import nonnegative_float, positive_int
 
 log = logging.getLogger("captioner")
 
 FORMATS = ("savedmodel", "tflite")
 DEFAULT_MODEL = "default"  # MODEL value meaning the shipped model (or $CAPTIONER_MODEL)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value < 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of at least 0, got {text}")
-    return value
-
-
-_positive_int.__name__ = "int"  # argparse names the type in its messages
-_nonnegative_float.__name__ = "float"
 
 
 def add_parser(subparsers) -> None:
@@ -63,13 +39,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (TensorFlow, TF Serving) or tflite (TFLite / LiteRT)")
     p.add_argument(
         "--beam-size",
-        type=_positive_int,
+        type=positive_int,
         default=defaults.BEAM_SIZE,
         help="beam width; 1 is greedy. savedmodel: fixed in the graph (a 'greedy' signature is there too); tflite: the default (default: %(default)s)",
     )
-    p.add_argument(
-        "--length-penalty", type=_nonnegative_float, default=defaults.LENGTH_PENALTY, help="beam score = log-prob / length**A (default: %(default)s)"
-    )
+    p.add_argument("--length-penalty", type=nonnegative_float, default=defaults.LENGTH_PENALTY, help="beam score = log-prob / length**A (default: %(default)s)")
     p.add_argument("--quantize", action="store_true", help="tflite only: dynamic-range quantization (int8 weights, ~4x smaller; captions may change)")
     p.add_argument(
         "--check",

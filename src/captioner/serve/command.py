@@ -8,38 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from captioner import defaults
+from captioner.flags import number
 from captioner.serve.settings import ServeSettings
 
 log = logging.getLogger("captioner.serve")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-
-
-def _number(kind: Callable[[str], Any], minimum: float, inclusive: bool = True, maximum: float | None = None) -> Callable[[str], Any]:
-    """An argparse type: a number of `kind` within bounds, refused (not changed) otherwise."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if value < minimum or (value == minimum and not inclusive) or (maximum is not None and value > maximum):
-            bound = f"{'at least' if inclusive else 'more than'} {minimum:g}" + (f" and at most {maximum:g}" if maximum is not None else "")
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def add_parser(subparsers: Any) -> None:
@@ -53,36 +33,36 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped Flickr8k model, or $CAPTIONER_MODEL)")
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=_number(int, 0, maximum=65535), default=DEFAULT_PORT, help="TCP port (default: %(default)s; 0 picks a free one)")
+    p.add_argument("--port", type=number(int, 0, maximum=65535), default=DEFAULT_PORT, help="TCP port (default: %(default)s; 0 picks a free one)")
     p.add_argument(
-        "--max-batch", type=_number(int, 1), default=d.max_batch, help="most images per model run; 1 runs one request at a time (default: %(default)s)"
+        "--max-batch", type=number(int, 1), default=d.max_batch, help="most images per model run; 1 runs one request at a time (default: %(default)s)"
     )
     p.add_argument(
         "--max-wait-ms",
-        type=_number(float, 0),
+        type=number(float, 0),
         default=d.max_wait_ms,
         help="how long the batch worker waits for more requests after the first arrives (default: %(default)s)",
     )
-    p.add_argument("--max-queue", type=_number(int, 1), default=d.max_queue, help="most images waiting for the model; more get 503 (default: %(default)s)")
+    p.add_argument("--max-queue", type=number(int, 1), default=d.max_queue, help="most images waiting for the model; more get 503 (default: %(default)s)")
     p.add_argument(
-        "--max-upload-mb", type=_number(float, 0, inclusive=False), default=d.max_upload_bytes / 2**20, help="most MiB per request body (default: %(default)g)"
+        "--max-upload-mb", type=number(float, 0, inclusive=False), default=d.max_upload_bytes / 2**20, help="most MiB per request body (default: %(default)g)"
     )
-    p.add_argument("--max-images", type=_number(int, 1), default=d.max_images, help="most images per /caption/batch request (default: %(default)s)")
+    p.add_argument("--max-images", type=number(int, 1), default=d.max_images, help="most images per /caption/batch request (default: %(default)s)")
     p.add_argument(
         "--max-beam-size",
-        type=_number(int, 1),
+        type=number(int, 1),
         default=d.max_beam_size,
         help=f"widest beam a request may ask for (default: %(default)s; the default beam is {defaults.BEAM_SIZE})",
     )
     p.add_argument(
         "--timeout",
-        type=_number(float, 0, inclusive=False),
+        type=number(float, 0, inclusive=False),
         default=d.timeout_s,
         help="seconds a request may take before it is answered 503 (default: %(default)g)",
     )
-    p.add_argument("--decode-threads", type=_number(int, 1), default=d.decode_threads, help="threads decoding uploaded images (default: %(default)s)")
+    p.add_argument("--decode-threads", type=number(int, 1), default=d.decode_threads, help="threads decoding uploaded images (default: %(default)s)")
     p.add_argument(
-        "--max-connections", type=_number(int, 1), default=128, help="most concurrent connections; more are answered 503 by the server (default: %(default)s)"
+        "--max-connections", type=number(int, 1), default=128, help="most concurrent connections; more are answered 503 by the server (default: %(default)s)"
     )
     p.add_argument("--no-warm-up", action="store_true", help="skip the warm-up run at start-up (the first request then traces the search)")
     p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
