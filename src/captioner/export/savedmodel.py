@@ -30,12 +30,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from captioner import __version__, defaults
+from captioner import defaults
 from captioner.artifacts import load_captioner
 from captioner.decoding import SearchDecoder, check_search
 from captioner.encoders import get_encoder
 from captioner.export import preprocess
-from captioner.export.target import check_target, staging_dir, swap_in, write_manifest
+from captioner.export.target import check_target, manifest_header, staging_dir, swap_in, write_manifest
 from captioner.models.base import GRID
 
 INPUT_NAME = "image_bytes"  # TF Serving and Vertex AI treat inputs named *_bytes as binary (base64 in JSON)
@@ -138,19 +138,7 @@ class CaptionModule(tf.Module):
     def manifest(self) -> dict[str, Any]:
         config = self.config
         return {
-            "kind": "savedmodel",
-            "captioner_version": __version__,
-            "tensorflow_version": tf.__version__,
-            "model": {
-                "encoder": config.encoder,
-                "decoder": config.decoder.decoder,
-                "vocab_size": config.decoder.vocab_size,
-                "dataset": config.training.get("dataset"),
-            },
-            "input_size": self.input_size,
-            "beam_size": self.beam_size,
-            "length_penalty": self.length_penalty,
-            "max_length": self._search.max_length,
+            **manifest_header("savedmodel", config, self.input_size, self.beam_size, self.length_penalty, self._search.max_length),
             "signatures": {
                 "serving_default": {
                     "inputs": {INPUT_NAME: "string [B]"},

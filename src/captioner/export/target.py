@@ -13,10 +13,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from captioner import atomic
+from captioner import __version__, atomic
 from captioner.errors import FileError
+
+if TYPE_CHECKING:
+    from captioner.artifacts import CaptionerConfig
 
 MANIFEST = "captioner_export.json"
 MANIFEST_FORMAT = "captioner-export"
@@ -58,6 +61,27 @@ def swap_in(staging: Path, target: Path) -> None:
         os.replace(target, old)
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def manifest_header(kind: str, config: CaptionerConfig, input_size: int, beam_size: int, length_penalty: float, max_length: int) -> dict[str, Any]:
+    """What every export's manifest starts with: its kind, versions, the model and the search."""
+    import tensorflow as tf
+
+    return {
+        "kind": kind,
+        "captioner_version": __version__,
+        "tensorflow_version": tf.__version__,
+        "model": {
+            "encoder": config.encoder,
+            "decoder": config.decoder.decoder,
+            "vocab_size": config.decoder.vocab_size,
+            "dataset": config.training.get("dataset"),
+        },
+        "input_size": int(input_size),
+        "beam_size": int(beam_size),
+        "length_penalty": float(length_penalty),
+        "max_length": int(max_length),
+    }
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

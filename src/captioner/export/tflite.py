@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from captioner import __version__, defaults
+from captioner import defaults
 from captioner.decoding import Hypothesis, check_search
-from captioner.export.target import check_target, read_manifest, staging_dir, swap_in, write_manifest
+from captioner.export.target import check_target, manifest_header, read_manifest, staging_dir, swap_in, write_manifest
 from captioner.vocab import Vocabulary
 
 IMAGE_MODEL = "image.tflite"
@@ -162,19 +162,7 @@ def export_tflite(
         write_manifest(
             staging,
             {
-                "kind": "tflite",
-                "captioner_version": __version__,
-                "tensorflow_version": tf.__version__,
-                "model": {
-                    "encoder": config.encoder,
-                    "decoder": config.decoder.decoder,
-                    "vocab_size": config.decoder.vocab_size,
-                    "dataset": config.training.get("dataset"),
-                },
-                "input_size": size,
-                "beam_size": int(beam_size),
-                "length_penalty": float(length_penalty),
-                "max_length": search.max_length,
+                **manifest_header("tflite", config, size, beam_size, length_penalty, search.max_length),
                 "quantized": bool(quantize),
                 "memory": len(memory_shapes),
                 "state": len(state_shapes),
