@@ -21,7 +21,7 @@ FORMATS = ("savedmodel", "tflite")
 DEFAULT_MODEL = "default"  # MODEL value meaning the shipped model (or $CAPTIONER_MODEL)
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Adds `export` to an argparse subparsers object (the CLI's `add_subparsers()`)."""
     p = subparsers.add_parser(
         "export",
@@ -64,7 +64,7 @@ def _size_mib(directory: Path) -> float:
     return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) / 2**20
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Runs `captioner export`; returns the exit code (user errors raise `UserError`)."""
     from captioner.errors import ArgumentError
     from captioner.export.target import check_target
