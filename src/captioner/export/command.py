@@ -7,6 +7,7 @@ imports TensorFlow until an export starts, so `captioner --help` stays fast. Err
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
