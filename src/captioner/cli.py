@@ -11,17 +11,16 @@ start-up lines never reach the terminal unless `--debug` is given.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from captioner import __version__, defaults
+from captioner.console import quiet_native_stderr, setup_logging
 from captioner.export import command as export_command  # flags only; TensorFlow loads when it runs
 from captioner.flags import fraction, nonnegative_int, positive_float, positive_int
 from captioner.serve import command as serve_command  # flags only; FastAPI and TensorFlow load when it runs
@@ -396,54 +395,13 @@ COMMANDS = {
 # --- quiet start, logging, errors -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr(enabled: bool) -> Iterator[None]:
-    """Sends what C++ code writes to file descriptor 2 (TensorFlow, absl) to /dev/null.
-
-    Python's own `sys.stderr` keeps writing to the terminal through a copy of the descriptor.
-    """
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-    original = sys.stderr
-    try:
-        uses_fd2 = original.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        uses_fd2 = False  # already redirected in Python (e.g. captured by a test)
-    if uses_fd2:
-        sys.stderr = open(saved, "w", buffering=1, encoding=original.encoding or "utf-8", errors="backslashreplace", closefd=False)
-    try:
-        yield
-    finally:
-        if uses_fd2:
-            sys.stderr.flush()
-            sys.stderr = original
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _setup_logging(debug: bool) -> logging.Handler:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if debug else "%(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
-    for noisy in ("tensorflow", "absl", "h5py"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     from captioner.errors import UserError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _quiet_native_stderr(not args.debug):
-        handler = _setup_logging(args.debug)
+    with quiet_native_stderr(not args.debug):
+        handler = setup_logging(args.debug)
         try:
             return COMMANDS[args.command](args)
         except KeyboardInterrupt:
