@@ -133,6 +133,16 @@ def _write_text(path: Path, lines: list[str], final_newline: bool) -> None:
     path.write_text("\n".join(lines) + ("\n" if final_newline else ""), encoding="utf-8")
 
 
+def write_train_dev_flickr8k(root: Path, n_images: int, n_train: int) -> Path:
+    """The classic Flickr8k layout with a train and a dev split (no test split); returns `root`."""
+    captions, _ = _write_images(root / "Flicker8k_Dataset", n_images, (64, 48))
+    _write_text(root / "Flickr8k.token.txt", [f"{k}#{n}\t{c}" for k, cs in captions.items() for n, c in enumerate(cs)], True)
+    keys = list(captions)
+    _write_text(root / "Flickr_8k.trainImages.txt", keys[:n_train], False)
+    _write_text(root / "Flickr_8k.devImages.txt", keys[n_train:], False)
+    return root
+
+
 @pytest.fixture
 def make_image(tmp_path):
     """Factory: make_image(name_or_path, size=(64, 48), color=(r, g, b), mode="RGB", format=None,

@@ -10,13 +10,10 @@ from captioner.training import TrainConfig, train
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    from conftest import _write_images, _write_text
+    from conftest import write_train_dev_flickr8k
 
     root = tmp_path_factory.mktemp("cli_data")
-    captions, _ = _write_images(root / "Flicker8k_Dataset", 10, (64, 48))
-    _write_text(root / "Flickr8k.token.txt", [f"{k}#{n}\t{c}" for k, cs in captions.items() for n, c in enumerate(cs)], True)
-    _write_text(root / "Flickr_8k.trainImages.txt", list(captions)[:8], False)
-    _write_text(root / "Flickr_8k.devImages.txt", list(captions)[8:], False)
+    write_train_dev_flickr8k(root, 10, 8)
     return root
 
 

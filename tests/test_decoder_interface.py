@@ -64,14 +64,10 @@ class TinyGridDecoder(Decoder):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import _write_images, _write_text
+    from conftest import write_train_dev_flickr8k
 
     root = tmp_path_factory.mktemp("grid_data")
-    captions, _ = _write_images(root / "Flicker8k_Dataset", 12, (64, 48))
-    _write_text(root / "Flickr8k.token.txt", [f"{k}#{n}\t{c}" for k, cs in captions.items() for n, c in enumerate(cs)], True)
-    keys = list(captions)
-    _write_text(root / "Flickr_8k.trainImages.txt", keys[:10], False)
-    _write_text(root / "Flickr_8k.devImages.txt", keys[10:], False)
+    write_train_dev_flickr8k(root, 12, 10)
     config = TrainConfig(
         data=str(root),
         output=str(root / "run"),

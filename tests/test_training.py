@@ -37,14 +37,10 @@ def tiny_config(dataset, tmp_path, name, **overrides):
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from conftest import _write_images, _write_text  # the colour-square images of conftest
+    from conftest import write_train_dev_flickr8k  # the colour-square images of conftest
 
     root = tmp_path_factory.mktemp("train_data")
-    captions, _ = _write_images(root / "Flicker8k_Dataset", 20, (64, 48))
-    _write_text(root / "Flickr8k.token.txt", [f"{k}#{n}\t{c}" for k, cs in captions.items() for n, c in enumerate(cs)], True)
-    keys = list(captions)
-    _write_text(root / "Flickr_8k.trainImages.txt", keys[:16], False)
-    _write_text(root / "Flickr_8k.devImages.txt", keys[16:], False)
+    write_train_dev_flickr8k(root, 20, 16)
 
     class Tiny:
         pass
