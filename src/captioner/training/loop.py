@@ -236,7 +236,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
 
     n_train = len(train_arrays)
     log.info(
-        "training a %s decoder on %d images / %d captions, validating on %d captions; vocabulary %d words",
+        "training the %s decoder on %d images / %d captions, validating on %d captions; vocabulary %d words",
         config.decoder,
         len(train_arrays.keys),
         n_train,
