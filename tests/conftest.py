@@ -143,6 +143,38 @@ def write_train_dev_flickr8k(root: Path, n_images: int, n_train: int) -> Path:
     return root
 
 
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """Runs `captioner ARGV...` in this process; returns (exit code, stdout, stderr)."""
+    from captioner.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tiny_train_args(data_root: Path, tmp_path: Path, *more) -> list:
+    """`captioner train` arguments for a one-epoch run of a tiny model on a tiny data set."""
+    return [
+        "train",
+        "--data",
+        data_root,
+        "--output",
+        tmp_path / "run",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--epochs",
+        "1",
+        "--units",
+        "8",
+        "--embedding-dim",
+        "8",
+        "--min-word-count",
+        "1",
+        "--no-progress",
+        *more,
+    ]
+
+
 @pytest.fixture
 def make_image(tmp_path):
     """Factory: make_image(name_or_path, size=(64, 48), color=(r, g, b), mode="RGB", format=None,

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from captioner.cli import main
 from captioner.training import TrainConfig, train
+from conftest import run_cli as run
+from conftest import tiny_train_args
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,6 @@ def photos(tmp_path, make_image):
     for i in range(3):
         make_image(tmp_path / "photos" / f"p{i}.png", color=(200, 40 * i, 30), square=(0, 0, 200))
     return tmp_path / "photos"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_caption_one_image_prints_one_caption(capsys, model_dir, photos):
@@ -96,27 +91,7 @@ def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(capsys, model_dir, pho
 
 
 def test_train_command_uses_imagenet_features_and_exports_the_model(capsys, data_root, tmp_path):
-    code, out, err = run(
-        capsys,
-        "train",
-        "--data",
-        data_root,
-        "--output",
-        tmp_path / "run",
-        "--cache-dir",
-        tmp_path / "cache",
-        "--epochs",
-        "1",
-        "--units",
-        "8",
-        "--embedding-dim",
-        "8",
-        "--min-word-count",
-        "1",
-        "--export",
-        tmp_path / "exported",
-        "--no-progress",
-    )
+    code, out, err = run(capsys, *tiny_train_args(data_root, tmp_path, "--export", tmp_path / "exported"))
     assert code == 0, err
     config = json.loads((tmp_path / "exported" / "config.json").read_text())
     assert config["encoder"] == "efficientnet_lite0" and config["encoder_weights"] == "imagenet"

@@ -15,6 +15,8 @@ import pytest
 from captioner.cli import main
 from captioner.features import FeatureStore, default_cache_dir, update_features
 from captioner.training import TrainConfig, train
+from conftest import run_cli as run
+from conftest import tiny_train_args
 
 
 @pytest.fixture(scope="module")
@@ -35,38 +37,10 @@ def model_dir(tmp_path_factory, data_root):
     return train(config, progress=False)
 
 
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_error_line(err):
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
-
-
-def train_args(data_root, tmp_path, *more):
-    return [
-        "train",
-        "--data",
-        data_root,
-        "--output",
-        tmp_path / "run",
-        "--cache-dir",
-        tmp_path / "cache",
-        "--epochs",
-        "1",
-        "--units",
-        "8",
-        "--embedding-dim",
-        "8",
-        "--min-word-count",
-        "1",
-        "--no-progress",
-        *more,
-    ]
 
 
 # --- exports never destroy a user's files ------------------------------------------------------------
@@ -76,7 +50,7 @@ def test_export_refuses_a_folder_of_user_files_before_training(capsys, data_root
     target = tmp_path / "my-stuff"
     (target / "sub").mkdir(parents=True)
     (target / "thesis.tex").write_text("years of work")
-    code, _, err = run(capsys, *train_args(data_root, tmp_path, "--export", target))
+    code, _, err = run(capsys, *tiny_train_args(data_root, tmp_path, "--export", target))
     assert code == 1 and "not empty and is not a captioner model" in one_error_line(err)
     assert (target / "thesis.tex").read_text() == "years of work" and (target / "sub").is_dir()
     assert not (tmp_path / "run").exists()  # refused before any training
@@ -84,14 +58,14 @@ def test_export_refuses_a_folder_of_user_files_before_training(capsys, data_root
 
 def test_export_onto_an_existing_file_fails_before_training(capsys, data_root, tmp_path):
     (tmp_path / "model.out").write_text("a file")
-    code, _, err = run(capsys, *train_args(data_root, tmp_path, "--export", tmp_path / "model.out"))
+    code, _, err = run(capsys, *tiny_train_args(data_root, tmp_path, "--export", tmp_path / "model.out"))
     assert code == 1 and "not a folder" in one_error_line(err) and not (tmp_path / "run").exists()
 
 
 def test_export_replaces_an_older_model(capsys, data_root, tmp_path, model_dir):
     shutil.copytree(model_dir, tmp_path / "exported")
     (tmp_path / "exported" / "stale.txt").write_text("from the old model")
-    code, _, err = run(capsys, *train_args(data_root, tmp_path, "--export", tmp_path / "exported"))
+    code, _, err = run(capsys, *tiny_train_args(data_root, tmp_path, "--export", tmp_path / "exported"))
     assert code == 0, err
     assert not (tmp_path / "exported" / "stale.txt").exists() and (tmp_path / "exported" / "weights.npz").is_file()
 
@@ -100,7 +74,7 @@ def test_export_replaces_an_older_model(capsys, data_root, tmp_path, model_dir):
 
 
 def test_resume_without_epochs_keeps_the_plan(capsys, data_root, tmp_path):
-    assert run(capsys, *train_args(data_root, tmp_path))[0] == 0
+    assert run(capsys, *tiny_train_args(data_root, tmp_path))[0] == 0
     before = (tmp_path / "run" / "model" / "weights.npz").read_bytes()
     code, _, err = run(capsys, "train", "--resume", "--output", tmp_path / "run", "--no-progress")
     assert code == 0, err
@@ -169,7 +143,7 @@ def test_a_dev_split_without_usable_captions_trains_without_selection_and_says_s
     root = tmp_path / "data"
     shutil.copytree(data_root, root)
     (root / "Flickr_8k.devImages.txt").write_text("missing1.jpg\nmissing2.jpg")
-    code, _, err = run(capsys, *train_args(root, tmp_path))
+    code, _, err = run(capsys, *tiny_train_args(root, tmp_path))
     assert code == 0, err
     assert "training without model selection" in caplog.text
     assert "val loss 0.0000" not in err and (tmp_path / "run" / "model" / "weights.npz").is_file()
