@@ -180,7 +180,8 @@ def train_scst(config: ScstConfig, resume: bool = False, progress: bool = True, 
     reward = CiderD(train_refs)
     dev_scorer = CiderD(dev_refs)
     search = SearchDecoder(decoder, vocab)
-    plain = SearchDecoder(decoder, vocab, block_repeats=False)  # greedy baseline: the policy's own argmax
+    # The greedy baseline is the policy's own argmax (no repetition blocking); only built when used.
+    plain = SearchDecoder(decoder, vocab, block_repeats=False) if config.baseline == "greedy" else None
 
     settings = dataclasses.replace(run_config, learning_rate=config.learning_rate, clip_norm=config.clip_norm)
     trainer = ScstTrainer(decoder, settings)
@@ -206,7 +207,7 @@ def train_scst(config: ScstConfig, resume: bool = False, progress: bool = True, 
             keys = [train_keys[r] for r in rows for _ in range(config.samples)]
             rewards = reward.score_pairs(keys, [vocab.decode(row) for row in tokens])
             greedy_rewards = None
-            if config.baseline == "greedy":
+            if plain is not None:
                 greedy_rewards = reward.score_pairs([train_keys[r] for r in rows], [h.caption for h in plain.greedy(features)])
             inputs, targets = _teacher_forcing(tokens, vocab.start_id)
             repeated = np.repeat(features, config.samples, axis=0)
