@@ -30,6 +30,7 @@ with warnings.catch_warnings():  # Starlette's notice that it will move from htt
     warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient
 
+from captioner import defaults
 from captioner.errors import ArgumentError
 from captioner.serve import schemas
 from captioner.serve.app import create_app, display_name
@@ -149,7 +150,7 @@ def test_health(client):
     assert response.status_code == 200
     body = response.json()
     schemas.Health.model_validate(body)
-    assert body["status"] == "ok" and body["model"] == "flickr8k"
+    assert body["status"] == "ok" and body["model"] == defaults.SHIPPED_MODEL
     assert {"queued", "images", "batches", "batch_sizes", "cancelled"} <= set(body["worker"])
 
 
@@ -158,7 +159,7 @@ def test_model(client, captioner):
 
     body = client.get("/model").json()
     schemas.ModelInfo.model_validate(body)
-    assert body["model"] == "flickr8k" and body["decoder"] == "merge" and body["encoder"] == captioner.config.encoder
+    assert body["model"] == defaults.SHIPPED_MODEL and body["decoder"] == captioner.config.decoder.decoder and body["encoder"] == captioner.config.encoder
     assert body["vocab_size"] == len(captioner.vocab) and body["captioner_version"] == __version__
     assert body["attention"] is False and body["grid_size"] is None and body["tags"] is False
     assert body["defaults"] == {"beam_size": 5, "num_captions": 1, "length_penalty": 1.0}

@@ -26,6 +26,8 @@ pytest.importorskip("fastapi", reason="the 'serve' extra (fastapi, uvicorn) is n
 import httpx
 from playwright.sync_api import expect, sync_playwright
 
+from captioner import defaults
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 CHROMIUM_ARGS = [
@@ -154,7 +156,7 @@ class Watched:
 def test_the_server_answers_on_loopback_and_stops_on_ctrl_c(server):
     assert server.url.startswith("http://127.0.0.1:")
     health = httpx.get(f"{server.url}/health").json()
-    assert health["status"] == "ok" and health["model"] == "flickr8k"
+    assert health["status"] == "ok" and health["model"] == defaults.SHIPPED_MODEL
     listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True) if shutil.which("ss") else None
     if listening is not None and listening.returncode == 0:
         port = server.url.rsplit(":", 1)[1]
@@ -166,7 +168,7 @@ def test_the_page_captions_an_uploaded_photo_as_the_python_api_does(server, brow
     photo = EXAMPLES / "coffee.jpg"
     watched = Watched(browser, server.url)
     page = watched.page
-    assert "flickr8k" in page.text_content("#model-info")
+    assert defaults.SHIPPED_MODEL in page.text_content("#model-info")
     page.set_input_files("#file", str(photo))
     page.wait_for_selector(".result[data-state=done]", timeout=60_000)
     expected = captioner.caption(photo, num_captions=3)

@@ -29,7 +29,7 @@ def shipped():
 
 def test_the_shipped_model_lives_inside_the_package(shipped):
     assert shipped.model_dir == defaults.PRETRAINED_DIR / defaults.SHIPPED_MODEL
-    assert (Path(defaults.__file__).parent / "pretrained" / "flickr8k" / "weights.npz").is_file()
+    assert (Path(defaults.__file__).parent / "pretrained" / "flickr8k-merge" / "weights.npz").is_file()
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
@@ -63,7 +63,7 @@ def test_no_tensorflow_start_up_lines_reach_the_terminal(tmp_path):
 def test_models_lists_the_shipped_model_with_its_card(capsys, tmp_path):
     assert main(["models", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "flickr8k  (shipped; merge decoder, efficientnet_lite2, trained on flickr8k)" in out
+    assert "flickr8k-merge  (shipped; merge decoder, efficientnet_lite2, trained on flickr8k)" in out
 
 
 def test_version_names_tensorflow_and_keras(capsys):
@@ -91,5 +91,5 @@ def test_an_installed_wheel_carries_the_shipped_model_and_presets(tmp_path):
     assert done.returncode == 0, done.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("captioner-*.whl"))).namelist()
     for needed in ("weights.npz", "config.json", "vocab.json", "train_config.json"):
-        assert f"captioner/pretrained/flickr8k/{needed}" in names
-    assert "captioner/configs/flickr8k.json" in names
+        assert f"captioner/pretrained/flickr8k-merge/{needed}" in names
+    assert "captioner/configs/flickr8k-merge.json" in names

@@ -1,7 +1,8 @@
 """A trained captioner on disk: a directory with `config.json`, `vocab.json` and `weights.npz`.
 
 Weights are stored by variable name ("lstm/lstm_cell/kernel"), as float16 (half the size;
-captions unchanged, see tests). Loading reads JSON and a numpy archive with `allow_pickle=False`:
+captions unchanged, see tests), or for a shipped model as int8 with one float32 scale per output
+column for the large matrices (a quarter of float32; `captioner export --format captioner --quantize`). Loading reads JSON and a numpy archive with `allow_pickle=False`:
 it never unpickles and never deserialises code. Directories are written beside their target and
 swapped in, so a reader sees the old model or the new one, never half of one.
 """
@@ -27,6 +28,9 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 WEIGHTS_FILE = "weights.npz"
 FORMAT_VERSION = 2  # 2: weights keyed by variable name; 1: keyed by creation order ("w000", ...)
+INT8_FORMAT_VERSION = 3  # 3: as 2, large matrices as int8 + "<name>:scale"; older readers refuse it
+SCALE_SUFFIX = ":scale"  # per-column scales of an int8 matrix, stored beside it
+INT8_MIN_SIZE = 65536  # smaller arrays (biases, small kernels) weigh little and stay float16
 
 
 class ModelDirError(FileError):
@@ -84,23 +88,50 @@ def save_captioner(
         extra_json: more JSON files to write beside the model, e.g. the training settings.
     """
     directory = Path(directory)
+    config = dataclasses.replace(config, format_version=FORMAT_VERSION)  # float16 weights, whatever the model was loaded from
     staging = _staging_dir(directory)
     try:
         atomic.write_json(staging / CONFIG_FILE, config.to_json())
         for name, content in (extra_json or {}).items():
             atomic.write_json(staging / name, content)
         vocab.save(staging / VOCAB_FILE)
-        arrays = {name: np.asarray(v) for name, v in decoder.variable_names().items()}
-        np.savez(
-            staging / WEIGHTS_FILE,
-            **{  # type: ignore[arg-type]  # numpy's stubs reject **arrays
-                k: a.astype(np.float16) if a.dtype.kind == "f" else a for k, a in arrays.items()
-            },
-        )
+        _write_weights(staging / WEIGHTS_FILE, {name: np.asarray(v) for name, v in decoder.variable_names().items()}, int8=False)
         _swap_in(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def quantize_int8(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(in, out) float matrix -> int8 values (in, out) and float32 scales (out,), symmetric per column."""
+    scale = np.maximum(np.abs(matrix).max(axis=0), np.finfo(np.float32).tiny) / 127.0
+    return np.clip(np.round(matrix / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
+
+
+def _write_weights(path: Path, arrays: dict[str, np.ndarray], int8: bool) -> None:
+    stored: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        if int8 and array.dtype.kind == "f" and array.ndim == 2 and array.size >= INT8_MIN_SIZE:
+            stored[name], stored[name + SCALE_SUFFIX] = quantize_int8(array.astype(np.float32))
+        else:
+            stored[name] = array.astype(np.float16) if array.dtype.kind == "f" else array
+    np.savez(path, **stored)  # type: ignore[arg-type]  # numpy's stubs reject **arrays
+
+
+def save_quantized(model_dir: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copies a model directory to `target` with its large matrices stored as int8 (about half the size of float16)."""
+    target = check_export_target(target)
+    decoder, _, config = load_captioner(model_dir)
+    config = dataclasses.replace(config, format_version=INT8_FORMAT_VERSION)
+    staging = _staging_dir(target)
+    try:
+        shutil.copytree(model_dir, staging, dirs_exist_ok=True)
+        atomic.write_json(staging / CONFIG_FILE, config.to_json())
+        _write_weights(staging / WEIGHTS_FILE, {name: np.asarray(v) for name, v in decoder.variable_names().items()}, int8=True)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def check_export_target(target: str | os.PathLike) -> Path:
@@ -145,7 +176,7 @@ def read_config(directory: str | os.PathLike) -> CaptionerConfig:
         config = CaptionerConfig.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError, KeyError) as err:
         raise ModelDirError(path, f"not a valid captioner config ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
-    if config.format_version > FORMAT_VERSION:
+    if config.format_version > INT8_FORMAT_VERSION:
         raise ModelDirError(path, f"made by a newer captioner (format {config.format_version}); upgrade captioner")
     return config
 
@@ -153,10 +184,17 @@ def read_config(directory: str | os.PathLike) -> CaptionerConfig:
 def _read_weights(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
+            arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         problem = "empty file" if path.stat().st_size == 0 else (str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise ModelDirError(path, f"unreadable weights ({problem})") from None
+    for scale_name in [n for n in arrays if n.endswith(SCALE_SUFFIX)]:
+        name = scale_name[: -len(SCALE_SUFFIX)]
+        scale = arrays.pop(scale_name)
+        if name not in arrays or arrays[name].dtype != np.int8 or arrays[name].shape[-1:] != scale.shape:
+            raise ModelDirError(path, f"weight {scale_name} does not fit an int8 matrix {name}")
+        arrays[name] = arrays[name].astype(np.float32) * scale
+    return arrays
 
 
 def _match_weights(path: Path, decoder: Decoder, arrays: dict[str, np.ndarray], format_version: int) -> dict[str, np.ndarray]:

@@ -56,7 +56,12 @@ _TRAIN_FLAG_TYPES = {
 def _add_caption(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="caption images (files or folders)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped Flickr8k model, or $CAPTIONER_MODEL)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory or shipped model name, see `captioner models` (default: the shipped default model, or $CAPTIONER_MODEL)",
+    )
     p.add_argument("--beam-size", type=positive_int, default=None, help=f"beam width; 1 is greedy (default: {defaults.BEAM_SIZE}, tuned on Flickr8k dev)")
     p.add_argument("--num-captions", type=positive_int, default=1, help="show the N best captions with scores")
     p.add_argument("--batch-size", type=positive_int, default=defaults.CAPTION_BATCH_SIZE)
@@ -112,7 +117,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a model with BLEU, METEOR, ROUGE-L, CIDEr-D (coco-caption)")
-    p.add_argument("model", type=Path, nargs="?", default=None, help="model directory (default: the shipped model)")
+    p.add_argument("model", type=Path, nargs="?", default=None, help="model directory or shipped model name (default: the shipped default model)")
     p.add_argument("--data", required=True, help="dataset folder or file")
     p.add_argument("--split", default="dev", help="split to score (default: %(default)s)")
     p.add_argument("--beam-size", type=positive_int, default=defaults.BEAM_SIZE, help="beam width; 1 is greedy (default: %(default)s)")

@@ -15,9 +15,19 @@ ENCODER = "efficientnet_lite0"  # fast on CPU and the design's reference encoder
 
 # Models shipped inside the package (so an installed wheel has them too).
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-SHIPPED_MODEL = "flickr8k"
+SHIPPED_MODEL = "flickr8k-merge"  # the default; README, "Attention, self-critical training and heat maps"
 
 
 def default_model_dir() -> Path:
-    """`$CAPTIONER_MODEL` if set, else the shipped Flickr8k model inside the package."""
-    return Path(os.environ.get("CAPTIONER_MODEL") or PRETRAINED_DIR / SHIPPED_MODEL)
+    """`$CAPTIONER_MODEL` if set, else the shipped default model inside the package."""
+    return resolve_model(os.environ.get("CAPTIONER_MODEL") or SHIPPED_MODEL)
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """A model directory from a path, a shipped model's name ("flickr8k-merge"), or None for the default."""
+    if model is None:
+        return default_model_dir()
+    path = Path(model)
+    if not path.exists() and len(path.parts) == 1 and (PRETRAINED_DIR / path.name).is_dir():
+        return PRETRAINED_DIR / path.name
+    return path

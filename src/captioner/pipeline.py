@@ -11,7 +11,7 @@ import numpy as np
 from captioner import defaults
 from captioner.artifacts import load_captioner
 from captioner.decoding import Hypothesis, SearchDecoder
-from captioner.defaults import default_model_dir
+from captioner.defaults import default_model_dir, resolve_model
 from captioner.encoders import get_encoder
 from captioner.images import ImageError, load_ahead, load_image
 from captioner.models.base import GRID
@@ -23,12 +23,13 @@ class Captioner:
     """A ready-to-use captioner. Its defaults are the CLI's, so both give the same caption.
 
     Args:
-        model_dir: a directory written by `captioner train` (default: the shipped model, or
-            `$CAPTIONER_MODEL`).
+        model_dir: a directory written by `captioner train`, or a shipped model's name
+            ("flickr8k-merge"; see `captioner models`); default: the shipped default model, or
+            `$CAPTIONER_MODEL`.
     """
 
     def __init__(self, model_dir: str | os.PathLike | None = None) -> None:
-        self.model_dir = Path(model_dir or default_model_dir())
+        self.model_dir = resolve_model(model_dir)
         self.decoder, self.vocab, self.config = load_captioner(self.model_dir)
         self.encoder = get_encoder(self.config.encoder, weights=self.config.encoder_weights)
         self.search = SearchDecoder(self.decoder, self.vocab)

@@ -1,4 +1,4 @@
-"""`captioner export MODEL --format savedmodel|tflite OUT`: a trained model for deployment.
+"""`captioner export MODEL --format savedmodel|tflite|captioner OUT`: a trained model for deployment.
 
 `add_parser(subparsers)` adds the command to the CLI's parser and `run(args)` runs it; neither
 imports TensorFlow until an export starts, so `captioner --help` stays fast. Errors are
@@ -18,7 +18,7 @@ from captioner.flags import nonnegative_float, positive_int
 
 log = logging.getLogger("captioner")
 
-FORMATS = ("savedmodel", "tflite")
+FORMATS = ("savedmodel", "tflite", "captioner")
 DEFAULT_MODEL = "default"  # MODEL value meaning the shipped model (or $CAPTIONER_MODEL)
 
 
@@ -31,13 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Export a trained captioner. savedmodel: one TensorFlow SavedModel whose serving signature takes encoded images "
             "(a batch of JPEG/PNG bytes) and returns captions and scores, decoding, resizing, encoder, decoder and search all in the graph; "
             "it loads with TensorFlow alone (tf.saved_model.load, TensorFlow Serving). tflite: the encoder and one decoder step as "
-            "TFLite flatbuffers, run by captioner.export.tflite.TFLiteCaptioner. OUT is replaced atomically; it must be missing, "
+            "TFLite flatbuffers, run by captioner.export.tflite.TFLiteCaptioner. captioner: a captioner model directory again, with --quantize "
+            "its large matrices as int8 (how the shipped models are made small). OUT is replaced atomically; it must be missing, "
             "empty or an earlier export."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help=f"model directory, or '{DEFAULT_MODEL}' for the shipped model (or $CAPTIONER_MODEL)")
+    p.add_argument("model", metavar="MODEL", help=f"model directory, a shipped model's name, or '{DEFAULT_MODEL}' for the default model (or $CAPTIONER_MODEL)")
     p.add_argument("out", metavar="OUT", type=Path, help="output folder (for TensorFlow Serving: MODEL_BASE/NAME/VERSION, e.g. models/captioner/1)")
-    p.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (TensorFlow, TF Serving) or tflite (TFLite / LiteRT)")
+    p.add_argument(
+        "--format", required=True, choices=FORMATS, help="savedmodel (TensorFlow, TF Serving), tflite (TFLite / LiteRT) or captioner (a model directory)"
+    )
     p.add_argument(
         "--beam-size",
         type=positive_int,
@@ -45,7 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="beam width; 1 is greedy. savedmodel: fixed in the graph (a 'greedy' signature is there too); tflite: the default (default: %(default)s)",
     )
     p.add_argument("--length-penalty", type=nonnegative_float, default=defaults.LENGTH_PENALTY, help="beam score = log-prob / length**A (default: %(default)s)")
-    p.add_argument("--quantize", action="store_true", help="tflite only: dynamic-range quantization (int8 weights, ~4x smaller; captions may change)")
+    p.add_argument(
+        "--quantize",
+        action="store_true",
+        help="tflite: dynamic-range quantization; captioner: int8 matrices with per-column scales (int8 weights, smaller; captions may change)",
+    )
     p.add_argument(
         "--check",
         action="append",
@@ -58,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def model_path(model: str) -> Path:
     """MODEL as given on the command line -> a model directory."""
-    return defaults.default_model_dir() if model == DEFAULT_MODEL else Path(model)
+    return defaults.default_model_dir() if model == DEFAULT_MODEL else defaults.resolve_model(model)
 
 
 def _size_mib(directory: Path) -> float:
@@ -70,9 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from captioner.errors import ArgumentError
     from captioner.export.target import check_target
 
-    if args.quantize and args.format != "tflite":
-        raise ArgumentError("--quantize applies to --format tflite only")
-    out = check_target(args.out)  # before anything heavy: a bad OUT fails in milliseconds
+    if args.quantize and args.format == "savedmodel":
+        raise ArgumentError("--quantize applies to --format tflite and captioner only")
+    if args.format == "captioner":
+        from captioner.artifacts import check_export_target
+
+        out = check_export_target(args.out)  # before anything heavy: a bad OUT fails in milliseconds
+    else:
+        out = check_target(args.out)
     model_dir = model_path(args.model)
     from captioner.artifacts import read_config
 
@@ -85,6 +97,13 @@ def run(args: argparse.Namespace) -> int:
         how = f"beam {args.beam_size}" if args.beam_size > 1 else "greedy"
         print(f"exported SavedModel ({how}) to {out} ({_size_mib(out):.1f} MiB, {time.perf_counter() - started:.1f} s)")
         print(f"signatures: serving_default ({how}), greedy, preprocess; input 'image_bytes' (tf.string [B]); outputs captions, scores, log_probs")
+    elif args.format == "captioner":
+        from captioner.artifacts import export_model, save_quantized
+
+        (save_quantized if args.quantize else export_model)(model_dir, out)
+        print(
+            f"exported captioner model{' (int8 weights)' if args.quantize else ''} to {out} ({_size_mib(out):.1f} MiB, {time.perf_counter() - started:.1f} s)"
+        )
     else:
         from captioner.export.tflite import export_tflite
 
@@ -123,6 +142,11 @@ def _check(out: Path, fmt: str, model_dir: Path, images: list[Path], beam_size: 
 
 def _export_captioner(out: Path, fmt: str):
     """bytes -> caption, through the export just written."""
+    if fmt == "captioner":
+        from captioner.pipeline import Captioner
+
+        exported = Captioner(out)
+        return lambda data: exported.caption(data)[0].caption
     if fmt == "savedmodel":
         import tensorflow as tf
 

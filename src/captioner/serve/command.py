@@ -31,7 +31,12 @@ def add_parser(subparsers: Any) -> None:
         description="Serve the model over HTTP: POST /caption, POST /caption/batch, GET /health, GET /model, the web page at / and OpenAPI docs at /docs. "
         "Binds 127.0.0.1 unless --host is given.",
     )
-    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped Flickr8k model, or $CAPTIONER_MODEL)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory or shipped model name, see `captioner models` (default: the shipped default model, or $CAPTIONER_MODEL)",
+    )
     p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s, this machine only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=number(int, 0, maximum=65535), default=DEFAULT_PORT, help="TCP port (default: %(default)s; 0 picks a free one)")
     p.add_argument(
