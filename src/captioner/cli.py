@@ -113,6 +113,14 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recursive", action="store_true", help="for a folder of images: include subfolders")
     p.add_argument("--cache-dir", default=None, help="store root (default: ~/.cache/captioner)")
     p.add_argument("--allow-outside-paths", action="store_true", help="let dataset rows name images outside the dataset folder")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="WebDataset/Parquet: encode on a Ray cluster (default: the one running here, else a local one)",
+    )
+    p.add_argument("--ray-workers", type=positive_int, default=None, help="with --ray: encoder actors, one model each (default: one per node)")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -309,15 +317,40 @@ def _load_dataset_or_folder(data: Path, recursive: bool, allow_outside_paths: bo
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from captioner.data import is_sharded
     from captioner.data.skipped import log_skipped_lines
+    from captioner.errors import ArgumentError
     from captioner.features import FeatureStore, default_cache_dir, update_features
 
     encoder = args.encoder or defaults.ENCODER
+    if is_sharded(args.data):
+        return _extract_shards(args, encoder)
+    if args.ray is not None:
+        raise ArgumentError("--ray encodes WebDataset or Parquet shards; for a folder of image files leave it out")
     images, image_dir, dataset = _load_dataset_or_folder(Path(args.data), args.recursive, args.allow_outside_paths)
     if dataset is not None:
         log_skipped_lines(dataset, args.verbose)
     store = FeatureStore(default_cache_dir(image_dir, encoder, args.spatial, root=args.cache_dir), encoder, spatial=args.spatial)
     report = update_features(store, images, batch_size=args.batch_size)
+    print(f"{report}; store: {store.directory} ({len(store)} images)")
+    return 0
+
+
+def _extract_shards(args: argparse.Namespace, encoder: str) -> int:
+    from captioner.data import open_sharded
+    from captioner.features import FeatureStore, default_cache_dir, update_shard_features
+
+    source = open_sharded(args.data)
+    store = FeatureStore(default_cache_dir(source.root, encoder, args.spatial, root=args.cache_dir), encoder, spatial=args.spatial)
+    if args.ray is not None:
+        from captioner.features.ray_extract import ray_update_features
+
+        report = ray_update_features(store, source, address=args.ray, workers=args.ray_workers, batch_size=args.batch_size)
+    else:
+        report = update_shard_features(store, source, batch_size=args.batch_size)
+    summary = source.report.summary(args.verbose)
+    if summary:
+        log.warning("%s", summary)
     print(f"{report}; store: {store.directory} ({len(store)} images)")
     return 0
 

@@ -12,6 +12,12 @@
 - ``csv``: a CSV file with ``image`` and ``caption`` columns and an optional ``split`` column.
 - ``jsonl``: one JSON object per line, ``{"image": ..., "caption": ..., "split": ...}``
   (``"captions": [...]`` is accepted too).
+- ``webdataset``: img2dataset's WebDataset tar shards (``KEY.jpg`` + ``KEY.txt``, optional
+  ``KEY.json``), a folder of ``*.tar`` or one shard.
+- ``parquet``: img2dataset's Parquet shards (``key``, ``caption``, image bytes in ``jpg``).
+
+The last two are sharded: `open_sharded` streams them a shard at a time (`ShardedSource`), which is
+how extraction reads them; `load_dataset` reads their captions only (the images stay in the shards).
 
 Splits are always named ``train``, ``dev`` and ``test``; ``val``, ``valid`` and ``validation`` are
 accepted as aliases of ``dev`` (and ``restval`` of ``train`` in files). Formats without a split
@@ -47,8 +53,11 @@ imports TensorFlow.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 # The reader modules register their formats on import, in detection order: most specific first.
-from captioner.data import flickr8k, kaggle, karpathy, table  # noqa: F401  (isort: keep this order)
+from captioner.data import flickr8k, kaggle, karpathy, parquet, table, webdataset  # noqa: F401  (isort: keep this order)
 from captioner.data.base import (  # noqa: F401  (MAX_MESSAGES: for callers and tests)
     MAX_MESSAGES,
     SPLITS,
@@ -60,7 +69,8 @@ from captioner.data.base import (  # noqa: F401  (MAX_MESSAGES: for callers and 
     normalize_split,
 )
 from captioner.data.loader import load_dataset
-from captioner.data.registry import detect_format, format_names
+from captioner.data.registry import detect_format, format_names, get_format
+from captioner.data.shards import Sample, ShardedSource
 from captioner.text import clean_caption
 
 __all__ = [
@@ -70,11 +80,43 @@ __all__ = [
     "DatasetError",
     "LoadReport",
     "NoDatasetError",
+    "Sample",
+    "ShardedSource",
     "clean_caption",
     "detect_format",
     "hashed_split",
+    "is_sharded",
     "load_dataset",
     "normalize_split",
+    "open_sharded",
 ]
 
 FORMATS: tuple[str, ...] = format_names()
+
+
+def open_sharded(path: str | os.PathLike, format: str = "auto") -> ShardedSource:
+    """The shards of a WebDataset or Parquet dataset, to stream a shard at a time.
+
+    Raises:
+        NoDatasetError: nothing of a known format at `path`.
+        DatasetError: a dataset of a format that is not sharded (its images are files in a folder:
+            use `load_dataset`), or a shard that cannot be read.
+    """
+    path = Path(path)
+    name = detect_format(path) if format.strip().lower() == "auto" else format.strip().lower()
+    fmt = get_format(name)
+    if fmt is None:
+        raise DatasetError(path, f"unknown dataset format {format!r} (known: auto, {', '.join(format_names())})")
+    if fmt.open_shards is None:
+        raise DatasetError(path, f"a {name} dataset is not sharded (its images are files); use load_dataset")
+    return fmt.open_shards(path)
+
+
+def is_sharded(path: str | os.PathLike, format: str = "auto") -> bool:
+    """Whether the dataset at `path` is of a sharded format (False for anything else, even nothing)."""
+    try:
+        name = detect_format(path) if format.strip().lower() == "auto" else format.strip().lower()
+    except DatasetError:
+        return False
+    fmt = get_format(name)
+    return fmt is not None and fmt.open_shards is not None

@@ -66,7 +66,8 @@ def load_dataset(
     assert reader is not None  # detect_format only returns registered names
     raw = reader.read(path, Path(image_dir) if image_dir is not None else None)
     raw.report.source = raw.source.name
-    dataset = _assemble(raw, name, check_images, allow_outside_paths)
+    # Sharded formats hold their images inside the shards; their readers already counted missing ones.
+    dataset = _assemble(raw, name, check_images and reader.open_shards is None, allow_outside_paths)
     dataset.report.seconds = time.perf_counter() - started
     logger.debug("%s (%s): %s", raw.source, name, dataset.report)
     return dataset

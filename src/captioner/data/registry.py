@@ -12,9 +12,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from captioner.data.base import NoDatasetError, Raw
 from captioner.data.files import read_text
+
+if TYPE_CHECKING:
+    from captioner.data.shards import ShardedSource
 
 __all__ = ["Format", "detect_format", "format_names", "get_format", "register"]
 
@@ -33,6 +37,8 @@ class Format:
         file_names: lower-case file names that are this format ("captions.txt").
         file_suffixes: lower-case endings of file names that are this format (".csv").
         sniff: whether the first line of a file with an unclaimed name looks like this format.
+        open_shards: for formats that hold their images inside shards (WebDataset, Parquet): the
+            path -> `ShardedSource` that streams them a shard at a time; None for the others.
     """
 
     name: str
@@ -42,6 +48,7 @@ class Format:
     file_names: tuple[str, ...] = ()
     file_suffixes: tuple[str, ...] = ()
     sniff: Callable[[str], bool] | None = None
+    open_shards: Callable[[Path], ShardedSource] | None = None
 
     def claims(self, path: Path) -> bool:
         """Whether the name of the file `path` says it is this format."""
@@ -103,4 +110,4 @@ def detect_format(path: str | os.PathLike) -> str:
     for fmt in _FORMATS.values():
         if fmt.sniff is not None and fmt.sniff(first):
             return fmt.name
-    raise NoDatasetError(path, "unknown caption file format (expected a Flickr8k token file, CSV, JSONL or JSON)")
+    raise NoDatasetError(path, "unknown caption file format (expected a Flickr8k token file, CSV, JSONL, JSON, WebDataset .tar or Parquet)")

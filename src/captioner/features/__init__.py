@@ -1,6 +1,7 @@
 """Image features: a streaming, sharded store on disk and the extraction that fills it."""
 
 from captioner.features.extract import ExtractionReport, extract_features, update_features
+from captioner.features.sharded import update_shard_features
 from captioner.features.store import (
     STORE_DTYPE,
     FeatureCacheError,
@@ -22,4 +23,5 @@ __all__ = [
     "extract_features",
     "source_fingerprint",
     "update_features",
+    "update_shard_features",
 ]

@@ -6,6 +6,8 @@ A store is a directory for one encoder setting:
     shards/<writer>-<n>.npy       float16 features (N, ...) of one finished batch
     shards/<writer>-<n>.json      its keys, each source file's (size, mtime), CRC-32 of the array
     quarantine/                   damaged shards, set aside (their images are encoded again)
+    sources/<name>.json           for sharded datasets (WebDataset, Parquet): one per source shard
+                                  whose every image is in the store, with its (size, mtime)
 
 `<writer>` is host name, process id and a random token, so processes and machines writing into one
 store never collide. A shard counts once its `.json` exists, which is written (atomically) after
@@ -47,6 +49,7 @@ STORE_DTYPE = np.float16  # pooled features lose < 0.1% relative precision; half
 META_FILE = "meta.json"
 SHARD_DIR = "shards"
 QUARANTINE_DIR = "quarantine"
+SOURCES_DIR = "sources"
 LAYOUT_VERSION = 2  # 1 was captioner 0.1's features.npz / part-*.npz
 
 
@@ -251,6 +254,29 @@ class FeatureStore:
             current = self._index.get(key)
             if current is None or self._shards[current[0]].written <= shard.written:
                 self._index[key] = (number, row)
+
+    # --- source shards (sharded datasets) ---------------------------------------------------
+
+    def _source_marker(self, name: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[-80:]
+        return self.directory / SOURCES_DIR / f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}.json"
+
+    def source_done(self, name: str, fingerprint: list[int] | None) -> dict | None:
+        """What `mark_source_done` recorded for source shard `name`, if it is unchanged since; else None."""
+        try:
+            marker = json.loads(self._source_marker(name).read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(marker, dict) or fingerprint is None or marker.get("fingerprint") != fingerprint or marker.get("source") != name:
+            return None
+        return marker
+
+    def mark_source_done(self, name: str, fingerprint: list[int] | None, images: int, failed: int) -> None:
+        """Records that every image of source shard `name` is in the store (call after its shards are written)."""
+        marker = {"source": name, "fingerprint": fingerprint, "images": images, "failed": failed, "written": time.time_ns()}
+        path = self._source_marker(name)
+        path.parent.mkdir(exist_ok=True)
+        atomic.write_json(path, marker)
 
     # --- queries -----------------------------------------------------------------------------
 

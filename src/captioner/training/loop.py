@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from captioner import atomic
 from captioner.artifacts import CaptionerConfig, save_captioner
-from captioner.data import CaptionDataset, load_dataset
+from captioner.data import CaptionDataset, is_sharded, load_dataset, open_sharded
 from captioner.data.skipped import log_skipped_lines
 from captioner.errors import ArgumentError, FileError, UserError
-from captioner.features import FeatureStore, default_cache_dir, update_features
+from captioner.features import FeatureStore, default_cache_dir, update_features, update_shard_features
 from captioner.models.base import Decoder, build_decoder, decoder_class, make_config
 from captioner.training.batches import CaptionArrays, FeatureReader, encode_captions, epoch_order, make_dataset
 from captioner.training.config import TrainConfig
@@ -146,12 +146,17 @@ def _cleaned(dataset: CaptionDataset, split: str, limit: int | None) -> dict[str
     return captions
 
 
-def _split_arrays(dataset: CaptionDataset, split: str, vocab: Vocabulary, config: TrainConfig, store: FeatureStore, progress: bool) -> CaptionArrays:
+def _split_arrays(
+    dataset: CaptionDataset, split: str, vocab: Vocabulary, config: TrainConfig, store: FeatureStore, progress: bool, extract: bool = True
+) -> CaptionArrays:
     captions = _cleaned(dataset, split, config.limit_images)
-    report = update_features(store, {k: dataset.image_path(k) for k in captions}, progress=progress)
-    if report.encoded or report.failed:
-        log.info("%s: %s", split, report)
-    captions = {k: v for k, v in captions.items() if k not in report.failed}
+    if extract:
+        report = update_features(store, {k: dataset.image_path(k) for k in captions}, progress=progress)
+        if report.encoded or report.failed:
+            log.info("%s: %s", split, report)
+        captions = {k: v for k, v in captions.items() if k not in report.failed}
+    else:  # a sharded dataset, extracted shard by shard beforehand: its readable images are in the store
+        captions = {k: v for k, v in captions.items() if k in store}
     keys, image_index, tokens = encode_captions(captions, vocab, config.max_length)
     return CaptionArrays(image_index, tokens, keys, store.positions(keys))
 
@@ -208,8 +213,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         config.encoder_weights,
         spatial=kind == "grid",
     )
-    train_arrays = _split_arrays(dataset, config.train_split, vocab, config, store, progress)
-    val_arrays = _split_arrays(dataset, config.val_split, vocab, config, store, progress)
+    sharded = is_sharded(config.data, config.data_format)
+    if sharded:  # WebDataset / Parquet: images are inside the shards, encoded a shard at a time
+        report = update_shard_features(store, open_sharded(config.data, config.data_format), progress=progress)
+        if report.encoded or report.failed:
+            log.info("features: %s", report)
+    train_arrays = _split_arrays(dataset, config.train_split, vocab, config, store, progress, extract=not sharded)
+    val_arrays = _split_arrays(dataset, config.val_split, vocab, config, store, progress, extract=not sharded)
     if not len(train_arrays):
         raise ArgumentError(f"{config.data}: no training image could be read")
     if not len(val_arrays):
