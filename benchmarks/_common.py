@@ -18,7 +18,7 @@ from captioner.defaults import default_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "flickr8k"  # ../shared/flickr8k from the repo root
-DEFAULT_MODEL = default_model_dir()  # the shipped model (src/captioner/pretrained/flickr8k), or $CAPTIONER_MODEL
+DEFAULT_MODEL = default_model_dir()  # the shipped default model (src/captioner/pretrained/), or $CAPTIONER_MODEL
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

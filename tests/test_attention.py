@@ -1,6 +1,7 @@
 """The Show, Attend and Tell decoder: consistent stepping, real attention, its regulariser."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from captioner.artifacts import CaptionerConfig, load_captioner, save_captioner
@@ -13,9 +14,18 @@ from captioner.vocab import Vocabulary
 FEATURE_DIM, CELLS = 12, 9
 
 
-def tiny(dropout=0.0, alpha_c=1.0):
+def tiny(dropout=0.0, alpha_c=1.0, projection_dim=0):
     config = AttentionConfig(
-        vocab_size=20, max_length=8, feature_dim=FEATURE_DIM, embedding_dim=8, units=8, dropout=dropout, attention_dim=6, alpha_c=alpha_c, decoder="attention"
+        vocab_size=20,
+        max_length=8,
+        feature_dim=FEATURE_DIM,
+        embedding_dim=8,
+        units=8,
+        dropout=dropout,
+        attention_dim=6,
+        alpha_c=alpha_c,
+        projection_dim=projection_dim,
+        decoder="attention",
     )
     return build_decoder(config)
 
@@ -25,8 +35,9 @@ def batch(seed=0):
     return rng.normal(size=(3, CELLS, FEATURE_DIM)).astype("float32"), rng.integers(1, 20, size=(3, 6)).astype("int32")
 
 
-def test_step_by_step_equals_teacher_forcing_and_weights_sum_to_one():
-    decoder = tiny()
+@pytest.mark.parametrize("projection_dim", [0, 5])
+def test_step_by_step_equals_teacher_forcing_and_weights_sum_to_one(projection_dim):
+    decoder = tiny(projection_dim=projection_dim)
     features, tokens = batch()
     full = decoder((features, tokens)).numpy()  # (3, 6, 20)
     memory = decoder.encode_image(features)
@@ -77,3 +88,15 @@ def test_save_load_and_search_carry_one_map_per_word(tmp_path):
     for hypothesis in search.greedy(features) + [h for hs in search.beam(features, 3, 2) for h in hs]:
         assert hypothesis.attention.shape == (len(hypothesis.caption.split()), CELLS)
         np.testing.assert_allclose(hypothesis.attention.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_projected_grid_is_what_the_steps_attend_over(tmp_path):
+    decoder = tiny(projection_dim=5)
+    features, _ = batch()
+    grid, keys = decoder.encode_image(features)
+    assert grid.shape == (3, CELLS, 5) and keys.shape == (3, CELLS, 6)
+    vocab = Vocabulary.build(["a dog runs on grass", "a cat sits on a mat"], min_count=1)
+    config = AttentionConfig(vocab_size=len(vocab), max_length=8, feature_dim=FEATURE_DIM, embedding_dim=8, units=8, projection_dim=5, decoder="attention")
+    save_captioner(tmp_path / "m", build_decoder(config), vocab, CaptionerConfig("efficientnet_lite0", config))
+    loaded, _, saved = load_captioner(tmp_path / "m")
+    assert saved.decoder.projection_dim == 5 and "projection/kernel" in loaded.variable_names()

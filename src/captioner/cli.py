@@ -42,6 +42,7 @@ log = logging.getLogger("captioner")
 
 _TRAIN_FLAG_TYPES = {
     "seed": nonnegative_int,
+    "projection_dim": nonnegative_int,
     "dropout": fraction,
     "label_smoothing": fraction,
     "clip_norm": positive_float,

@@ -1,5 +1,6 @@
 """Show, Attend and Tell (Xu et al. 2015): soft additive attention over the encoder's grid.
 
+    grid (L, D) --dense relu--> grid (L, P)                          (optional: projection_dim P > 0)
     grid (L, D) --mean--> dense tanh -> h0, c0                       (the state starts from the image)
     grid (L, D) --dense--> keys (L, A)
     each word:  scores = w . tanh(keys + dense(h))  -> alpha = softmax over the L cells
@@ -9,6 +10,10 @@
 
 Training adds the doubly-stochastic regulariser alpha_c * mean_L (1 - sum_t alpha_tl)^2 (averaged over
 cells as in sgrvinod's tutorial), which asks every cell to be looked at about once over the caption.
+
+The projection is computed once per image. It shrinks what every step reads: with D = 1280 and
+512 units, each step multiplies by about 6.1M weights (24 MB in float32, more than the CPU caches
+hold, so one word costs a trip through memory for all of them); with P = 512, by about 3.9M.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class AttentionConfig(DecoderConfig):
 
     attention_dim: int = 256  # size of the additive attention's hidden layer
     alpha_c: float = 1.0  # weight of the doubly-stochastic attention regulariser
+    projection_dim: int = 0  # > 0: project each grid cell to this size once per image (faster steps)
 
 
 @register_decoder("attention")
@@ -43,12 +49,14 @@ class AttentionDecoder(Decoder):
     def __init__(self, config: AttentionConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.alpha_c = config.alpha_c
+        self.projection = layers.Dense(config.projection_dim, activation="relu", name="projection") if config.projection_dim else None
+        context_dim = config.projection_dim or config.feature_dim
         self.init_h = layers.Dense(config.units, activation="tanh", name="init_h")
         self.init_c = layers.Dense(config.units, activation="tanh", name="init_c")
         self.attention_keys = layers.Dense(config.attention_dim, name="attention_keys")
         self.attention_query = layers.Dense(config.attention_dim, name="attention_query")
         self.attention_score = layers.Dense(1, name="attention_score")
-        self.gate = layers.Dense(config.feature_dim, activation="sigmoid", name="gate")
+        self.gate = layers.Dense(context_dim, activation="sigmoid", name="gate")
         self.embedding = layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")
         self.lstm_cell = layers.LSTMCell(config.units, name="lstm_cell")
         self.hidden_out = layers.Dense(config.embedding_dim, name="hidden_out")
@@ -57,8 +65,9 @@ class AttentionDecoder(Decoder):
         self.output_dense = layers.Dense(config.vocab_size, name="output_dense")
 
     def encode_image(self, features: tf.Tensor | np.ndarray, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-        """(B, L, D) grid -> memory: the grid and its attention keys (B, L, A)."""
-        return features, self.attention_keys(features)
+        """(B, L, D) grid -> memory: the grid (B, L, P or D) and its attention keys (B, L, A)."""
+        grid = self.projection(features) if self.projection is not None else features
+        return grid, self.attention_keys(grid)
 
     def initial_state(self, memory: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
         """[h (B, units), c (B, units)] from the mean grid feature."""

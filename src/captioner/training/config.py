@@ -33,6 +33,7 @@ class TrainConfig:
     max_length: int = 40  # tokens per caption including <start>/<end>; longer captions are cut
     embedding_dim: int = 256
     units: int = 256
+    projection_dim: int = 0  # attention decoder: project grid cells to this size once per image (0: no projection)
     dropout: float = 0.5
     batch_size: int = 64
     epochs: int = 20

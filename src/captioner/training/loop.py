@@ -233,6 +233,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         feature_dim=store.shape[-1],
         embedding_dim=config.embedding_dim,
         units=config.units,
+        projection_dim=config.projection_dim,
         dropout=config.dropout,
     )
     decoder = build_decoder(decoder_config)
