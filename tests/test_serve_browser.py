@@ -178,11 +178,24 @@ def test_the_page_captions_an_uploaded_photo_as_the_python_api_does(server, brow
     for index, hypothesis in enumerate(expected):
         text = shown.nth(index).text_content()
         assert hypothesis.caption in text and f"{hypothesis.score:.2f}".replace("-", "\u2212") in text
-    assert page.locator(".result .tags li").count() == 0  # the shipped model has no tags
+    chips = page.locator(".result .tags li")  # the encoder's ImageNet classes with their probabilities
+    assert chips.count() == len(expected[0].tags) and chips.nth(0).text_content().startswith(expected[0].tags[0].label)
     assert page.text_content(".result .name") == "coffee.jpg"
     page.screenshot(path=str(screenshots / "serve_page.png"), full_page=True)
     assert watched.outside(server.url) == [], "the page asked another server for something"
     assert watched.errors == []
+    page.close()
+
+
+def test_the_openapi_docs_render_without_the_internet(server, browser):
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible(timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_text_contents()
+    assert "/caption" in paths and "/caption/batch" in paths
+    assert [url for url in requests if not url.startswith((server.url + "/", "data:"))] == []
     page.close()
 
 

@@ -5,7 +5,7 @@
     GET  /health          liveness and the batch worker's counters
     GET  /model           what is loaded, the defaults and the limits
     GET  /                the web page (static/index.html); /static/* its script and style
-    GET  /docs            OpenAPI docs (FastAPI's); /openapi.json the schema
+    GET  /docs, /redoc    OpenAPI docs (FastAPI's, their scripts served from here, no CDN); /openapi.json the schema
 
 Work and where it runs: the event loop only moves bytes. Multipart parsing runs on a worker thread,
 decoding on `decode_threads` threads, the model on the micro-batcher's single thread.
@@ -34,6 +34,7 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from captioner import __version__, defaults
 from captioner.errors import ArgumentError, UserError
@@ -226,12 +227,10 @@ class CaptionService:
         return answer
 
     def tags(self, result: BatchResult) -> list[dict] | None:
-        """Tags for the image, when the model predicts them; None (the key is left out) until one does.
-
-        This is the one place to fill: a decoder with a tagging head would return
-        [{"tag": "dog", "score": 0.93}, ...] here, and /model would say "tags": true.
-        """
-        return None
+        """The image's ImageNet tags, [{"tag": "macaw", "word": "parrot", "probability": 0.83}, ...], most
+        probable first, when the encoder has its classifier (`captioner.objects`); None (the key is left out) otherwise."""
+        tags = result.hypotheses[0].tags if result.hypotheses else None
+        return None if tags is None else [tag.to_json() for tag in tags]
 
     def model_info(self) -> dict:
         config = self.captioner.config
@@ -243,7 +242,7 @@ class CaptionService:
             "input_size": int(self.captioner.input_size),
             "attention": self.attends,
             "grid_size": self.grid_size,
-            "tags": False,
+            "tags": getattr(self.captioner.search, "tagger", None) is not None,
             "vocab_size": int(config.decoder.vocab_size),
             "max_length": int(config.decoder.max_length),
             "captioner_version": __version__,
@@ -320,7 +319,8 @@ def create_app(captioner: Any = None, settings: ServeSettings | None = None) -> 
         finally:
             service.stop()
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from files in its package: /docs needs no CDN.
+    app = FastAPIOffline(
         title="captioner",
         version=__version__,
         description="Image captioning: a CNN encoder and an LSTM decoder. Upload a photo, get its caption. The web page is at /.",
