@@ -84,6 +84,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--export", type=Path, help="copy the best model here when training ends (an empty folder, or an older model to replace)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+    p.add_argument(
+        "--workers", type=positive_int, default=1, help="train with N worker processes on this machine (MultiWorkerMirroredStrategy; see docs/scale-out.md)"
+    )
     p.add_argument("--scst", action="store_true", help="self-critical training (CIDEr-D reward) starting from --init")
     p.add_argument("--init", type=Path, help="with --scst: the cross-entropy run (or model directory) to start from")
     p.add_argument("--scst-samples", type=positive_int, default=None, help="with --scst: captions sampled per image (default: 5)")
@@ -269,7 +272,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings["output"] = args.output or f"runs/{args.preset or 'run'}"
     settings["data"] = args.data or ""
     config = TrainConfig(**settings)
-    model_dir = train(config, resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None, verbose=args.verbose)
+    run = dict(resume=args.resume, progress=not args.no_progress, epochs=given.get("epochs") if args.resume else None, verbose=args.verbose)
+    if args.workers > 1:  # one process per worker on 127.0.0.1, each with its TF_CONFIG
+        from captioner.training.distributed import launch_local
+
+        model_dir = launch_local(config, args.workers, **run)
+    else:
+        model_dir = train(config, **run)
     print(f"best model: {model_dir}")
     if args.export:
         export_model(model_dir, args.export)

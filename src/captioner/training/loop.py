@@ -15,13 +15,15 @@ and only when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -38,6 +40,9 @@ from captioner.models.base import Decoder, build_decoder, decoder_class, make_co
 from captioner.training.batches import CaptionArrays, FeatureReader, encode_captions, epoch_order, make_dataset
 from captioner.training.config import TrainConfig
 from captioner.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from captioner.training.distributed import GroupTrainer, WorkerGroup
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ def masked_loss(targets: tf.Tensor, logits: tf.Tensor, label_smoothing: float = 
 class Trainer:
     """Owns the decoder, its optimizer and the compiled train/validation steps."""
 
+    is_chief = True  # writes checkpoints and the model (in a worker group only worker 0 does)
+
     def __init__(self, decoder: Decoder, config: TrainConfig) -> None:
         self.decoder = decoder
         self.config = config
@@ -88,6 +95,10 @@ class Trainer:
         grads = tape.gradient(loss, self.decoder.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.decoder.trainable_variables))
         return loss
+
+    def batches(self, arrays: CaptionArrays, reader: FeatureReader, batch_size: int, order: np.ndarray) -> tf.data.Dataset:
+        """One epoch's training batches: the arguments of `train_step`."""
+        return make_dataset(arrays, reader, batch_size, order)
 
     def _eval_step(self, inputs: tuple[tf.Tensor, tf.Tensor], targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         logits = self.decoder(inputs, training=False)
@@ -161,7 +172,7 @@ def _split_arrays(
     return CaptionArrays(image_index, tokens, keys, store.positions(keys))
 
 
-def _prepare_run(config: TrainConfig, resume: bool, epochs: int | None) -> TrainConfig:
+def _prepare_run(config: TrainConfig, resume: bool, epochs: int | None, chief: bool = True) -> TrainConfig:
     run_dir = Path(config.output)
     checkpoint = run_dir / CHECKPOINT_FILE
     if resume:
@@ -178,8 +189,18 @@ def _prepare_run(config: TrainConfig, resume: bool, epochs: int | None) -> Train
     config.validate()
     decoder_class(config.decoder)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / CONFIG_FILE)
+    if chief:
+        config.save(run_dir / CONFIG_FILE)
     return config
+
+
+def _worker_group() -> WorkerGroup | None:
+    """The multi-worker group TF_CONFIG describes, or None (no TF_CONFIG: the distributed code is not even imported)."""
+    if not os.environ.get("TF_CONFIG"):
+        return None
+    from captioner.training.distributed import group_from_env
+
+    return group_from_env()
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, epochs: int | None = None, verbose: bool = False) -> Path:
@@ -192,7 +213,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         epochs: on resume, change the planned number of epochs (None: keep the run's plan).
         verbose: log every skipped dataset line, not just the first few.
     """
-    config = _prepare_run(config, resume, epochs)
+    group = _worker_group()  # before any TensorFlow operation: a TF_CONFIG group joins here
+    chief = group is None or group.is_chief
+    config = _prepare_run(config, resume, epochs, chief)
     run_dir = Path(config.output)
     dataset = load_dataset(config.data, config.data_format, image_dir=config.image_dir, allow_outside_paths=config.allow_outside_paths)
     log_skipped_lines(dataset, verbose)
@@ -204,7 +227,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         if not train_captions:
             raise ArgumentError(f"{config.data}: the {config.train_split!r} split has no usable captions")
         vocab = Vocabulary.build((c for cs in train_captions.values() for c in cs), min_count=config.min_word_count)
-        vocab.save(run_dir / VOCAB_FILE)
+        if chief:
+            vocab.save(run_dir / VOCAB_FILE)
 
     kind = decoder_class(config.decoder).features
     store = FeatureStore(
@@ -214,12 +238,14 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         spatial=kind == "grid",
     )
     sharded = is_sharded(config.data, config.data_format)
-    if sharded:  # WebDataset / Parquet: images are inside the shards, encoded a shard at a time
-        report = update_shard_features(store, open_sharded(config.data, config.data_format), progress=progress)
-        if report.encoded or report.failed:
-            log.info("features: %s", report)
-    train_arrays = _split_arrays(dataset, config.train_split, vocab, config, store, progress, extract=not sharded)
-    val_arrays = _split_arrays(dataset, config.val_split, vocab, config, store, progress, extract=not sharded)
+    with group.chief_first() if group is not None else contextlib.nullcontext():  # the chief extracts, the others then find it done
+        if sharded:  # WebDataset / Parquet: images are inside the shards, encoded a shard at a time
+            report = update_shard_features(store, open_sharded(config.data, config.data_format), progress=progress)
+            if report.encoded or report.failed:
+                log.info("features: %s", report)
+        store.refresh()
+        train_arrays = _split_arrays(dataset, config.train_split, vocab, config, store, progress, extract=not sharded)
+        val_arrays = _split_arrays(dataset, config.val_split, vocab, config, store, progress, extract=not sharded)
     if not len(train_arrays):
         raise ArgumentError(f"{config.data}: no training image could be read")
     if not len(val_arrays):
@@ -236,8 +262,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         projection_dim=config.projection_dim,
         dropout=config.dropout,
     )
-    decoder = build_decoder(decoder_config)
-    trainer = Trainer(decoder, config)
+    with group.scope() if group is not None else contextlib.nullcontext():
+        decoder = build_decoder(decoder_config)
+        trainer: Trainer | GroupTrainer = group.trainer(decoder, config) if group is not None else Trainer(decoder, config)
     state: dict[str, Any] = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "history": []}
     if resume:
         state = trainer.load_checkpoint(run_dir / CHECKPOINT_FILE)
@@ -261,7 +288,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         order = epoch_order(train_arrays.lengths, config.batch_size, config.seed, epoch)
         started = time.perf_counter()
         bar = tqdm(
-            make_dataset(train_arrays, train_reader, config.batch_size, order),
+            trainer.batches(train_arrays, train_reader, config.batch_size, order),
             total=math.ceil(n_train / config.batch_size),
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
@@ -269,8 +296,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
             leave=False,
         )
         total, batches = 0.0, 0
-        for inputs, targets in bar:
-            loss = float(trainer.train_step(inputs, targets))
+        for batch in bar:
+            loss = float(trainer.train_step(*batch))
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged at epoch {epoch + 1} (loss {loss}); the last good checkpoint is kept: lower --learning-rate or --clip-norm"
@@ -294,6 +321,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
                 "val_loss": val_loss,
                 "train_captions": n_train,
             }
+        if improved and chief:  # in a worker group only the chief writes
             save_captioner(
                 run_dir / MODEL_DIR,
                 decoder,
@@ -312,6 +340,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
             seconds,
             record["captions_per_s"],
         )
-    if not (run_dir / MODEL_DIR).is_dir():
+    if chief and not (run_dir / MODEL_DIR).is_dir():
         raise ArgumentError(f"{run_dir}: no epoch finished, so there is no model (epochs {config.epochs})")
     return run_dir / MODEL_DIR
