@@ -93,7 +93,7 @@ def test_caption_equals_the_python_api(client, captioner, photo):
     assert body["caption"] == expected[0].caption
     check_hypotheses(body["captions"], expected)
     assert body["image"] == photo.name and body["beam_size"] == 5 and body["num_captions"] == 1
-    assert "tags" not in body  # no built-in model predicts tags: the key is left out
+    assert body["tags"] == [tag.to_json() for tag in expected[0].tags]  # the encoder's ImageNet classes, as the Python API has them
     assert "attention_grid" not in body and "attention" not in body["captions"][0]
     assert set(body["timing_ms"]) == {"decode", "queue", "encode", "search", "total"}
     assert all(value >= 0 for value in body["timing_ms"].values())
@@ -161,7 +161,7 @@ def test_model(client, captioner):
     schemas.ModelInfo.model_validate(body)
     assert body["model"] == defaults.SHIPPED_MODEL and body["decoder"] == captioner.config.decoder.decoder and body["encoder"] == captioner.config.encoder
     assert body["vocab_size"] == len(captioner.vocab) and body["captioner_version"] == __version__
-    assert body["attention"] is False and body["grid_size"] is None and body["tags"] is False
+    assert body["attention"] is False and body["grid_size"] is None and body["tags"] is True
     assert body["defaults"] == {"beam_size": 5, "num_captions": 1, "length_penalty": 1.0}
     assert body["limits"]["max_upload_bytes"] == ServeSettings().max_upload_bytes
     assert str(captioner.model_dir.parent) not in json.dumps(body)  # the name, not the server's paths

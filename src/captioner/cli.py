@@ -68,8 +68,14 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=defaults.CAPTION_BATCH_SIZE)
     p.add_argument("--recursive", action="store_true", help="also caption images in subfolders")
     p.add_argument("--strict", action="store_true", help="exit 1 if any image could not be read (default: report it and go on)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image (attention models: with their weights)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image, with its ImageNet tags (attention models: with their weights)")
     p.add_argument("--attention-map", type=Path, metavar="PNG", help="attention models, one image: write the photo with one heat map per word")
+    p.add_argument(
+        "--objects",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="name the object the encoder's ImageNet classifier is sure of (default: on); --no-objects gives the plain caption",
+    )
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +142,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-images", type=positive_int, default=None, help="score only the first N images")
     p.add_argument("--output-dir", type=Path, default=None, help="where to write metrics.json and captions.json (default: runs/eval/<model>-<split>-beam<K>)")
     p.add_argument("--no-java", action="store_true", help="skip the Java-based PTB tokenizer and METEOR")
+    p.add_argument(
+        "--objects",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="name the object the encoder's ImageNet classifier is sure of (default: on); --no-objects gives the plain caption",
+    )
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--allow-outside-paths", action="store_true", help="let dataset rows name images outside the dataset folder")
 
@@ -191,7 +203,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     beam_size = args.beam_size or max(args.num_captions, defaults.BEAM_SIZE)
     if args.attention_map and len(paths) != 1:
         raise ArgumentError(f"--attention-map draws one image; got {len(paths)}")
-    captioner = Captioner(args.model)
+    captioner = Captioner(args.model, name_objects=args.objects)
     if args.attention_map:
         return _caption_with_attention_map(captioner, paths[0], beam_size, args)
     failures = 0
@@ -221,6 +233,8 @@ def _json_row(path: Path, result: list[Hypothesis], num_captions: int) -> dict:
     row: dict[str, Any] = {"image": str(path), "caption": result[0].caption}
     if num_captions > 1:
         row["captions"] = [{"caption": h.caption, "log_prob": round(h.log_prob, 4), "score": round(h.score, 4)} for h in result]
+    if result[0].tags is not None:
+        row["tags"] = [tag.to_json() for tag in result[0].tags]
     if result[0].attention is not None:
         from captioner.viz import grid_side
 
@@ -379,6 +393,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         allow_outside_paths=args.allow_outside_paths,
         verbose=args.verbose,
+        name_objects=args.objects,
     )
     print(result.format_table(title=f"{args.split} split, beam size {args.beam_size}"))
     print(f"wrote {output_dir}/metrics.json and {output_dir}/captions.json")

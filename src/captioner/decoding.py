@@ -28,6 +28,7 @@ class Hypothesis:
     log_prob: float  # sum of the words' log-probabilities, end token included
     score: float  # log_prob after length normalisation (what beam search ranks by)
     attention: np.ndarray | None = None  # (words, L) weights per generated word; None without attention
+    tags: list[Any] | None = None  # the image's ImageNet tags (`captioner.objects.Tag`), best first; None without a classifier
 
 
 class SearchDecoder:

@@ -333,8 +333,27 @@ def build_efficientnet_lite(variant: int = 0, weights: str | os.PathLike | None 
 
     if weights is not None:
         path = imagenet_weights_path(variant) if weights == "imagenet" else weights
-        load_torch_weights(model, read_torch_state_dict(path), source=os.fspath(path))
+        state = read_torch_state_dict(path)
+        load_torch_weights(model, state, source=os.fspath(path))
+        if weights == "imagenet":  # keep the classifier head: tags reuse it without reading the file again
+            _HEADS[variant] = (_dense_kernel(state["_fc.weight"]).astype(np.float32), state["_fc.bias"].astype(np.float32))
     return model
+
+
+_HEADS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def imagenet_head(variant: int) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's ImageNet classifier: kernel (1280, 1000) and bias (1000,), applied to the pooled feature.
+
+    Free when the ImageNet encoder of this variant was already built in this process; else the
+    weights file is read (about a second for Lite2).
+    """
+    _check_variant(variant)
+    if variant not in _HEADS:
+        state = read_torch_state_dict(imagenet_weights_path(variant))
+        _HEADS[variant] = (_dense_kernel(state["_fc.weight"]).astype(np.float32), state["_fc.bias"].astype(np.float32))
+    return _HEADS[variant]
 
 
 def _torch_name(layer_name: str) -> str:

@@ -15,6 +15,7 @@ from captioner.defaults import default_model_dir, resolve_model
 from captioner.encoders import get_encoder
 from captioner.images import ImageError, load_ahead, load_image
 from captioner.models.base import GRID
+from captioner.objects import ImageNetTagger, ObjectSearch
 
 __all__ = ["Captioner", "default_model_dir"]
 
@@ -26,13 +27,19 @@ class Captioner:
         model_dir: a directory written by `captioner train`, or a shipped model's name
             ("flickr8k-merge"; see `captioner models`); default: the shipped default model, or
             `$CAPTIONER_MODEL`.
+        name_objects: make captions name the object the encoder's ImageNet classifier is sure of
+            (`captioner.objects`); None: its default (on). Encoders with an ImageNet head also
+            put `tags` on every hypothesis, whatever this says.
     """
 
-    def __init__(self, model_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, model_dir: str | os.PathLike | None = None, name_objects: bool | None = None) -> None:
         self.model_dir = resolve_model(model_dir)
         self.decoder, self.vocab, self.config = load_captioner(self.model_dir)
         self.encoder = get_encoder(self.config.encoder, weights=self.config.encoder_weights)
-        self.search = SearchDecoder(self.decoder, self.vocab)
+        tagger = ImageNetTagger.for_encoder(self.config.encoder, self.config.encoder_weights)
+        self.search: SearchDecoder = SearchDecoder(self.decoder, self.vocab)
+        if tagger is not None:
+            self.search = ObjectSearch(self.decoder, self.vocab, tagger, **({} if name_objects is None else {"name_objects": name_objects}))
 
     @property
     def input_size(self) -> int:

@@ -62,14 +62,18 @@ def evaluate_model(
     cache_root: str | None = None,
     allow_outside_paths: bool = False,
     verbose: bool = False,
+    name_objects: bool | None = None,
 ) -> tuple[EvaluationResult, Path]:
-    """Captions a split, scores it, writes `metrics.json` and `captions.json`; returns (result, output dir)."""
+    """Captions a split, scores it, writes `metrics.json` and `captions.json`; returns (result, output dir).
+
+    `name_objects` is `Captioner`'s (None: its default).
+    """
     dataset = load_dataset(data, allow_outside_paths=allow_outside_paths)
     log_skipped_lines(dataset, verbose)
     keys = dataset.split_images(split)[:limit_images]
     if not keys:
         raise ArgumentError(f"{data}: the {split!r} split has no images to score")
-    captioner = Captioner(model_dir)
+    captioner = Captioner(model_dir, name_objects=name_objects)
     started = time.perf_counter()
     hypotheses = generate_split_captions(captioner, dataset.image_dir, {k: dataset.image_path(k) for k in keys}, beam_size, batch_size, cache_root)
     seconds = time.perf_counter() - started
@@ -88,6 +92,7 @@ def evaluate_model(
                 "beam_size": beam_size,
                 "length_penalty": defaults.LENGTH_PENALTY if beam_size > 1 else None,
                 "max_length": captioner.search.max_length,
+                "name_objects": bool(getattr(captioner.search, "name_objects", False)),
             },
             "distinct_captions": len(set(hypotheses.values())),
             "caption_seconds": round(seconds, 2),

@@ -19,8 +19,9 @@ class Hypothesis(BaseModel):
 
 
 class Tag(BaseModel):
-    tag: str
-    score: float
+    tag: str = Field(description="the ImageNet class, e.g. 'macaw'")
+    word: str = Field(description="what a caption calls it, e.g. 'parrot'")
+    probability: float = Field(description="the encoder's ImageNet classifier's probability")
 
 
 class Timing(BaseModel):
@@ -35,7 +36,7 @@ class CaptionResult(BaseModel):
     image: str | None = Field(None, description="the uploaded file's name, when it had one")
     caption: str = Field(description="the best caption")
     captions: list[Hypothesis] = Field(description="the num_captions best, best first, with scores")
-    tags: list[Tag] | None = Field(None, description="only when the model predicts tags (none of the built-in decoders does yet)")
+    tags: list[Tag] | None = Field(None, description="the encoder's ImageNet classes, most probable first (EfficientNet-Lite encoders; absent for others)")
     attention_grid: int | None = Field(None, description="only with attention=true and an attention model: the side of the square attention grid")
     beam_size: int
     num_captions: int

@@ -172,7 +172,8 @@ function render(item, body) {
   tags.replaceChildren();
   for (const tag of body.tags || []) {
     const chip = document.createElement("li");
-    chip.textContent = tag.score === undefined ? tag.tag : `${tag.tag} ${Math.round(tag.score * 100)}%`;
+    chip.textContent = tag.probability === undefined ? tag.tag : `${tag.tag} ${Math.round(tag.probability * 100)}%`;
+    if (tag.word && tag.word !== tag.tag) chip.title = `a caption says "${tag.word}"`;
     tags.append(chip);
   }
 
