@@ -57,7 +57,7 @@ test_images.__test__ = False  # type: ignore[attr-defined]  # a helper, not a te
 def python_path():
     from captioner.pipeline import Captioner
 
-    return Captioner()
+    return Captioner(name_objects=False)  # exports carry the decoder's own search, not captioner.objects' naming
 
 
 @pytest.fixture(scope="module")
@@ -259,7 +259,7 @@ def test_an_attention_decoder_exports_to_both_formats(attention_model, tmp_path)
     from captioner.export.tflite import TFLiteCaptioner, export_tflite
     from captioner.pipeline import Captioner
 
-    python = Captioner(attention_model)
+    python = Captioner(attention_model, name_objects=False)
     rng = np.random.default_rng(2)
     images = [encoded(rng.integers(0, 256, (40 + 20 * i, 60, 3), np.uint8), "PNG") for i in range(3)]
     saved = tf.saved_model.load(str(export_savedmodel(attention_model, tmp_path / "saved", beam_size=3)))

@@ -121,7 +121,8 @@ def _check(out: Path, fmt: str, model_dir: Path, images: list[Path], beam_size: 
     from captioner.images.files import read_file
     from captioner.pipeline import Captioner
 
-    python = Captioner(model_dir)
+    # SavedModel and TFLite graphs hold the decoder's own search, not captioner.objects' naming.
+    python = Captioner(model_dir, name_objects=None if fmt == "captioner" else False)
     caption_export = _export_captioner(out, fmt)
     same = failed = 0
     for path in images:
