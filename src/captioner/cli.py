@@ -375,7 +375,7 @@ def _extract_shards(args: argparse.Namespace, encoder: str) -> int:
     summary = source.report.summary(args.verbose)
     if summary:
         log.warning("%s", summary)
-    print(f"{report}; store: {store.directory} ({len(store)} images)")
+    print(f"{report}; store: {store.directory} ({report.encoded + report.reused} images of this dataset)")
     return 0
 
 

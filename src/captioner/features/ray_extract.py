@@ -40,7 +40,7 @@ from captioner.data.registry import get_format
 from captioner.errors import ArgumentError
 from captioner.features.extract import DEFAULT_BATCH_SIZE, MAX_REPORTED_FAILURES, ExtractionReport
 from captioner.features.sharded import decode_samples, pending_shards
-from captioner.features.store import FeatureStore, ShardWriter
+from captioner.features.store import FeatureStore, ShardWriter, rows_per_shard
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _read_and_decode(item: dict[str, Any], format: str, size: int) -> Iterator[d
 class EncoderActor:
     """One encoder model per Ray actor; each batch becomes one store shard written by this actor."""
 
-    def __init__(self, store_dir: str, encoder: str, weights: str | None, spatial: bool, fingerprints: dict[str, list[int] | None]) -> None:
+    def __init__(self, store_dir: str, encoder: str, weights: str | None, spatial: bool, fingerprints: dict[str, list[int] | None], batch_size: int) -> None:
         from captioner.encoders import get_encoder
 
         started = time.perf_counter()
@@ -127,6 +127,7 @@ class EncoderActor:
         self.writer = ShardWriter(store_dir)
         self.spatial = spatial
         self.fingerprints = fingerprints
+        self.batch_size = batch_size
         self.setup_seconds = time.perf_counter() - started
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -134,7 +135,7 @@ class EncoderActor:
         images = batch["kind"] == IMAGE
         if images.any():
             keys = [str(k) for k in batch["key"][images]]
-            features = self.encoder.encode(np.asarray(batch["pixels"][images], dtype=np.uint8), spatial=self.spatial)
+            features = self.encoder.encode(np.asarray(batch["pixels"][images], dtype=np.uint8), spatial=self.spatial, batch_size=self.batch_size)
             self.writer.write(keys, [self.fingerprints.get(str(s)) for s in batch["shard"][images]], features)
         seconds = np.full(len(images), (time.perf_counter() - started) / max(int(images.sum()), 1))
         return {"kind": batch["kind"], "shard": batch["shard"], "key": batch["key"], "info": batch["info"], "encode_seconds": seconds}
@@ -202,8 +203,10 @@ def ray_update_features(
                     "weights": store.weights,
                     "spatial": store.spatial,
                     "fingerprints": fingerprints,
+                    "batch_size": batch_size,
                 },
-                batch_size=batch_size,
+                # ~1 MiB store shards from each actor call (pooled: 409 images, ~60 MB of pixels); the encoder runs batch_size at a time
+                batch_size=max(batch_size, rows_per_shard(store.shape) // 32),
                 compute=ray.data.ActorPoolStrategy(size=workers),
                 num_cpus=1,
                 batch_format="numpy",
@@ -241,8 +244,7 @@ def ray_update_features(
             ray.shutdown()
     if len(report.failed) > MAX_REPORTED_FAILURES:
         log.warning("skipped %d unreadable images in all", len(report.failed))
-    store.refresh()
-    return report
+    return report  # not refreshed: see update_shard_features
 
 
 def _merge_report(report: LoadReport, end: dict) -> None:

@@ -7,7 +7,8 @@ first unfinished source shard: finished ones are skipped without being opened, a
 the one in flight are encoded again (the store keeps the newest copy of a key). A source shard whose
 file changed since is encoded again.
 
-Memory is one batch of decoded images plus one batch read ahead, whatever the size of the set.
+Memory is one batch of decoded images plus one batch read ahead, and up to one store shard of
+features (~32 MiB, `rows_per_shard`), whatever the size of the set.
 `captioner.features.ray_extract` does the same on a Ray cluster.
 """
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from captioner.data.shards import Sample, ShardedSource
 from captioner.features.extract import DEFAULT_BATCH_SIZE, MAX_REPORTED_FAILURES, ExtractionReport
-from captioner.features.store import FeatureStore, ShardWriter
+from captioner.features.store import STORE_DTYPE, FeatureStore, ShardWriter, rows_per_shard
 from captioner.images import ImageError, load_image
 
 log = logging.getLogger(__name__)
@@ -106,11 +107,14 @@ def update_shard_features(store: FeatureStore, source: ShardedSource, batch_size
         return report
     encoder = get_encoder(store.encoder, weights=store.weights)
     writer = ShardWriter(store.directory)
+    per_shard = rows_per_shard(store.shape)
     bar = tqdm(total=len(source.shards), initial=len(source.shards) - len(todo), desc=f"shards {store.encoder}", unit="shard", disable=not progress)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         for shard in todo:
             name, fingerprint = source.shard_name(shard), source.fingerprint(shard)
             encoded, failed = 0, 0
+            keys: list[str] = []
+            parts: list[np.ndarray] = []
             for decoded in _ahead(_batches(source, shard, batch_size), encoder.info.input_size, pool):
                 for key, reason in decoded.failed.items():
                     report.failed[key] = reason
@@ -118,14 +122,20 @@ def update_shard_features(store: FeatureStore, source: ShardedSource, batch_size
                         log.warning("skipped %s", reason)
                 failed += len(decoded.failed)
                 if decoded.keys:
-                    features = encoder.encode(decoded.pixels, spatial=store.spatial)
-                    writer.write(decoded.keys, [fingerprint] * len(decoded.keys), features)
+                    parts.append(encoder.encode(decoded.pixels, spatial=store.spatial).astype(STORE_DTYPE))
+                    keys.extend(decoded.keys)
                     encoded += len(decoded.keys)
+                if len(keys) >= per_shard:  # store shards of ~32 MiB: few files, few memory maps
+                    writer.write(keys, [fingerprint] * len(keys), np.concatenate(parts))
+                    keys, parts = [], []
+            if keys:
+                writer.write(keys, [fingerprint] * len(keys), np.concatenate(parts))
             store.mark_source_done(name, fingerprint, encoded, failed)
             report.encoded += encoded
             bar.update(1)
     bar.close()
     if len(report.failed) > MAX_REPORTED_FAILURES:
         log.warning("skipped %d unreadable images in all", len(report.failed))
-    store.refresh()
+    # No store.refresh() here: indexing every key would make extraction's memory grow with the set;
+    # whoever reads the store next (training) opens the new shards then.
     return report

@@ -53,6 +53,19 @@ SOURCES_DIR = "sources"
 LAYOUT_VERSION = 2  # 1 was captioner 0.1's features.npz / part-*.npz
 
 
+STORE_SHARD_BYTES = 32 << 20  # sharded extraction gathers about this much per store shard
+
+
+def rows_per_shard(shape: Sequence[int], limit: int = STORE_SHARD_BYTES) -> int:
+    """Rows of features of `shape` in a store shard of about `limit` bytes (32 to 16,384).
+
+    Every open shard holds a memory map (and a file descriptor): a 3-million-image set written 32
+    images per shard would need 100,000 of them; at 32 MiB per shard pooled features need ~250.
+    """
+    row = int(np.prod(shape)) * np.dtype(STORE_DTYPE).itemsize
+    return int(min(16_384, max(32, limit // max(row, 1))))
+
+
 class FeatureCacheError(FileError):
     """A store directory that cannot be used for the requested encoder."""
 
@@ -210,6 +223,8 @@ class FeatureStore:
         try:
             index = json.loads(index_path.read_text())
             keys, sources, rows = index["keys"], index["sources"], int(index["rows"])
+            shared: dict[tuple, list[int]] = {}  # a sharded dataset's rows share their source shard's fingerprint
+            sources = [shared.setdefault(tuple(s), s) if isinstance(s, list) else s for s in sources]
             if len(keys) != rows or len(sources) != rows:
                 raise _DamagedShard("index lists a different number of rows")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as err:

@@ -39,15 +39,17 @@ class CaptionArrays:
 def encode_captions(captions: dict[str, list[str]], vocab: Vocabulary, max_length: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Cleaned captions per image -> (image keys, image index (N,), tokens (N, max_length))."""
     keys = list(captions)
-    index, rows = [], []
-    for i, key in enumerate(keys):
+    index = np.repeat(np.arange(len(keys), dtype=np.int32), [len(captions[k]) for k in keys])
+    tokens = np.full((len(index), max_length), vocab.pad_id, np.int32)  # filled row by row: no list per caption
+    row = 0
+    for key in keys:
         for caption in captions[key]:
             ids = vocab.encode(caption)
             if len(ids) > max_length:
                 ids = ids[: max_length - 1] + [vocab.end_id]
-            rows.append(ids + [vocab.pad_id] * (max_length - len(ids)))
-            index.append(i)
-    return keys, np.asarray(index, np.int32), np.asarray(rows, np.int32).reshape(-1, max_length)
+            tokens[row, : len(ids)] = ids
+            row += 1
+    return keys, index, tokens
 
 
 def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> np.ndarray:

@@ -227,6 +227,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
         if not train_captions:
             raise ArgumentError(f"{config.data}: the {config.train_split!r} split has no usable captions")
         vocab = Vocabulary.build((c for cs in train_captions.values() for c in cs), min_count=config.min_word_count)
+        del train_captions  # _split_arrays cleans them again; two copies would double this peak
         if chief:
             vocab.save(run_dir / VOCAB_FILE)
 
