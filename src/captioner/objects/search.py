@@ -267,14 +267,15 @@ class ObjectSearch(SearchDecoder):
 
 
 def realign(attention: np.ndarray | None, old: list[str], new: list[str]) -> np.ndarray | None:
-    """Attention rows (one per word of `old`) for the words of `new`: a word that replaced or joined others takes the row of the word it replaced."""
+    """Attention rows (one per word of `old`) for the words of `new`: a replacing word takes the row of the word it replaced."""
     if attention is None or old == new:
         return attention
     rows: list[int] = []
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
         if op == "equal":
             rows.extend(range(i1, i2))
-        elif op in ("replace", "insert"):
-            anchor = min(max(i2 - 1, i1), len(old) - 1)  # the replaced word, or the one the insertion follows
-            rows.extend([anchor] * (j2 - j1))
+        elif op == "replace":  # word for word, the extra new words on the last replaced one
+            rows.extend(min(i1 + k, i2 - 1) for k in range(j2 - j1))
+        elif op == "insert":  # an inserted article looks where its noun does
+            rows.extend([min(i1, len(old) - 1)] * (j2 - j1))
     return attention[rows]
