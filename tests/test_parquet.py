@@ -72,3 +72,13 @@ def test_split_column_and_png_column(tmp_path):
     assert dataset.splits == {"train": ["000000001.png"], "dev": ["000000002.png"], "test": ["000000000.png"]}
     assert dataset.report.unknown_splits == 1
     assert keys[0] == "000000000.jpg"  # the writer's name; the reader keys by the column's format
+
+
+def test_extract_cli_on_parquet_shards(tmp_path, capsys):
+    from conftest import run_cli
+
+    write_parquet(tmp_path / "pq", 6, per_shard=3, extra={4: {"image": None}})
+    code, out, err = run_cli(capsys, "extract", "--data", tmp_path / "pq", "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    assert "5 images encoded" in out
+    assert "1 image not found" in err

@@ -184,3 +184,36 @@ def test_train_on_webdataset_shards(tmp_path, capsys):
     assert (tmp_path / "run" / "model" / "config.json").exists()
     info = __import__("json").loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert info["training"]["dataset"]["format"] == "webdataset"
+
+
+def test_extraction_killed_mid_way_resumes_at_the_first_unfinished_shard(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_webdataset(tmp_path / "wds", 48, per_shard=4)
+    command = [sys.executable, "-m", "captioner.cli", "extract", "--data", str(tmp_path / "wds"), "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sources = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list((tmp_path / "cache").glob("features/*/*/sources/*.json"))
+        if found:
+            sources = found[0].parent
+            break
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert sources is not None, "no source shard finished before the deadline"
+    finished = len(list(sources.glob("*.json")))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    if finished < 12:  # killed before the end: the rerun reuses the finished shards' images
+        assert f"{4 * finished} reused" in done.stdout or f"{4 * (finished + 1)} reused" in done.stdout
+    assert len(list(sources.glob("*.json"))) == 12
+    from captioner.features import FeatureStore
+
+    assert len(FeatureStore(sources.parent)) == 48

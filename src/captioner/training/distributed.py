@@ -239,8 +239,8 @@ def launch_local(config: TrainConfig, workers: int, resume: bool = False, epochs
         for index in range(workers):
             env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})}
             command = [sys.executable, "-m", "captioner.training.worker", spec_file.name]
-            if index == 0:
-                processes.append(subprocess.Popen(command, env=env))
+            if index == 0:  # sys.stderr, not descriptor 2: the CLI points that away from the terminal while it runs
+                processes.append(subprocess.Popen(command, env=env, stderr=sys.stderr))
             else:
                 logs.append(open(run_dir / f"worker-{index}.log", "w"))
                 processes.append(subprocess.Popen(command, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
