@@ -82,7 +82,9 @@ class ImageNetTagger:
         """Decoder features (B, D) pooled, (B, L, D) or (B, g, g, D) grids -> (B, 1000) class probabilities."""
         x = np.asarray(features, np.float32)
         pooled = x.reshape(len(x), -1, x.shape[-1]).mean(axis=1) if x.ndim > 2 else x  # the grid's mean is the pooled feature
-        logits = (pooled @ self.kernel + self.bias).astype(np.float64)
+        # einsum, not `@`: right after a TensorFlow call, BLAS's threads wait on TensorFlow's spinning
+        # ones (11 ms for this product on 2 cores, against 0.3 ms without BLAS).
+        logits = (np.einsum("bd,dk->bk", pooled, self.kernel) + self.bias).astype(np.float64)
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
