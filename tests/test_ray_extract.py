@@ -62,8 +62,21 @@ def test_ray_extraction_equals_in_process_and_a_rerun_skips_finished_shards(clus
     assert marker.exists()
 
 
-def test_ray_flag_on_a_folder_of_files_is_a_one_line_error(tmp_path, capsys, make_image):
-    make_image("pics/a.jpg")
-    code, out, err = run_cli(capsys, "extract", "--data", tmp_path / "pics", "--ray")
-    assert code == 1
-    assert "--ray encodes WebDataset or Parquet shards" in err and "Traceback" not in err
+@pytest.mark.slow  # a second Ray pipeline on the same cluster: ~20 s more, beyond the fast suite's budget
+def test_ray_extraction_of_a_folder_of_image_files(cluster, tmp_path, capsys, make_image):
+    from captioner.features import extract_features
+
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 30), (10, 10, 10)]
+    for i, color in enumerate(colors):
+        make_image(f"pics/{i}.jpg", size=(80, 60), color=color, square=colors[-1 - i])
+    (tmp_path / "pics" / "broken.jpg").write_bytes(b"not a jpeg")
+    code, out, err = run_cli(capsys, "extract", "--data", tmp_path / "pics", "--cache-dir", tmp_path / "ray", "--ray", cluster.address, "--batch-size", "2")
+    assert code == 0, err
+    assert "5 images encoded" in out and "1 skipped" in out
+    store = _store(tmp_path / "pics", tmp_path / "ray")
+    keys = [f"{i}.jpg" for i in range(5)]
+    local = extract_features(tmp_path / "pics", cache_dir=tmp_path / "local", progress=False)
+    np.testing.assert_allclose(store.load(keys)[1].astype(np.float32), np.stack([local[k] for k in keys]), rtol=2**-10, atol=2**-14)
+    code, out, err = run_cli(capsys, "extract", "--data", tmp_path / "pics", "--cache-dir", tmp_path / "ray", "--ray", cluster.address)
+    assert code == 0, err
+    assert "0 images encoded" in out and "5 reused" in out  # each image carries its file's (size, mtime)

@@ -128,7 +128,7 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="auto",
         metavar="ADDRESS",
-        help="WebDataset/Parquet: encode on a Ray cluster (default: the one running here, else a local one)",
+        help="encode on a Ray cluster (default: the one running here, else a local one)",
     )
     p.add_argument("--ray-workers", type=positive_int, default=None, help="with --ray: encoder actors, one model each (default: one per node)")
 
@@ -343,19 +343,21 @@ def _load_dataset_or_folder(data: Path, recursive: bool, allow_outside_paths: bo
 def cmd_extract(args: argparse.Namespace) -> int:
     from captioner.data import is_sharded
     from captioner.data.skipped import log_skipped_lines
-    from captioner.errors import ArgumentError
     from captioner.features import FeatureStore, default_cache_dir, update_features
 
     encoder = args.encoder or defaults.ENCODER
     if is_sharded(args.data):
         return _extract_shards(args, encoder)
-    if args.ray is not None:
-        raise ArgumentError("--ray encodes WebDataset or Parquet shards; for a folder of image files leave it out")
     images, image_dir, dataset = _load_dataset_or_folder(Path(args.data), args.recursive, args.allow_outside_paths)
     if dataset is not None:
         log_skipped_lines(dataset, args.verbose)
     store = FeatureStore(default_cache_dir(image_dir, encoder, args.spatial, root=args.cache_dir), encoder, spatial=args.spatial)
-    report = update_features(store, images, batch_size=args.batch_size)
+    if args.ray is not None:  # the same on a Ray cluster (the files at the same paths on every node)
+        from captioner.features.ray_extract import ray_update_file_features
+
+        report = ray_update_file_features(store, images, address=args.ray, workers=args.ray_workers, batch_size=args.batch_size)
+    else:
+        report = update_features(store, images, batch_size=args.batch_size)
     print(f"{report}; store: {store.directory} ({len(store)} images)")
     return 0
 

@@ -37,17 +37,20 @@ import numpy as np
 
 from captioner.data.base import LoadReport
 from captioner.data.registry import get_format
+from captioner.encoders import encoder_info
 from captioner.errors import ArgumentError
 from captioner.features.extract import DEFAULT_BATCH_SIZE, MAX_REPORTED_FAILURES, ExtractionReport
 from captioner.features.sharded import decode_samples, pending_shards
-from captioner.features.store import FeatureStore, ShardWriter, rows_per_shard
+from captioner.features.store import FeatureStore, ShardWriter, rows_per_shard, source_fingerprint
+from captioner.images import ImageError, load_image
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LocalCluster", "RayStats", "connect", "ray_update_features"]
+__all__ = ["LocalCluster", "RayStats", "connect", "ray_update_features", "ray_update_file_features"]
 
 IMAGE, FAILED, END = 0, 1, 2  # row kinds
 READ_CHUNK = 32  # images decoded per chunk in a reading task
+FILES_PER_TASK = 256  # image files per reading task (datasets of files)
 _REPORT_COUNTS = ("records", "skipped_lines", "missing_images", "missing_captions", "empty_captions", "unknown_splits")
 
 
@@ -80,6 +83,17 @@ def connect(address: str | None = "auto") -> bool:
     return True
 
 
+def _read_files(item: dict[str, Any], size: int) -> Iterator[dict[str, Any]]:
+    """A Ray task's work for a dataset of image files: a list of (key, path) -> decoded images."""
+    blank = np.zeros((size, size, 3), np.uint8)
+    for key, path in json.loads(item["files"]):
+        fingerprint = json.dumps(source_fingerprint(path))  # before reading: a later change makes it stale
+        try:
+            yield {"kind": IMAGE, "shard": item["name"], "key": key, "pixels": load_image(path, size), "info": "", "source": fingerprint}
+        except ImageError as err:
+            yield {"kind": FAILED, "shard": item["name"], "key": key, "pixels": blank, "info": str(err), "source": fingerprint}
+
+
 def _read_and_decode(item: dict[str, Any], format: str, size: int) -> Iterator[dict[str, Any]]:
     """A Ray task's work: one source shard -> its images decoded to `size`, then one END row."""
     shard = Path(item["shard"])
@@ -93,9 +107,9 @@ def _read_and_decode(item: dict[str, Any], format: str, size: int) -> Iterator[d
     def rows(chunk: list) -> Iterator[dict[str, Any]]:
         decoded = decode_samples(chunk, size)
         for key, pixels in zip(decoded.keys, decoded.pixels):
-            yield {"kind": IMAGE, "shard": item["name"], "key": key, "pixels": pixels, "info": ""}
+            yield {"kind": IMAGE, "shard": item["name"], "key": key, "pixels": pixels, "info": "", "source": item["source"]}
         for key, reason in decoded.failed.items():
-            yield {"kind": FAILED, "shard": item["name"], "key": key, "pixels": blank, "info": reason}
+            yield {"kind": FAILED, "shard": item["name"], "key": key, "pixels": blank, "info": reason, "source": item["source"]}
 
     chunk = []
     for sample in source.samples(shard, report=report):
@@ -113,20 +127,20 @@ def _read_and_decode(item: dict[str, Any], format: str, size: int) -> Iterator[d
         "key": "",
         "pixels": blank,
         "info": json.dumps({"images": count, "counts": counts, "messages": report.messages[:5]}),
+        "source": item["source"],
     }
 
 
 class EncoderActor:
     """One encoder model per Ray actor; each batch becomes one store shard written by this actor."""
 
-    def __init__(self, store_dir: str, encoder: str, weights: str | None, spatial: bool, fingerprints: dict[str, list[int] | None], batch_size: int) -> None:
+    def __init__(self, store_dir: str, encoder: str, weights: str | None, spatial: bool, batch_size: int) -> None:
         from captioner.encoders import get_encoder
 
         started = time.perf_counter()
         self.encoder = get_encoder(encoder, weights=weights)
         self.writer = ShardWriter(store_dir)
         self.spatial = spatial
-        self.fingerprints = fingerprints
         self.batch_size = batch_size
         self.setup_seconds = time.perf_counter() - started
 
@@ -136,7 +150,7 @@ class EncoderActor:
         if images.any():
             keys = [str(k) for k in batch["key"][images]]
             features = self.encoder.encode(np.asarray(batch["pixels"][images], dtype=np.uint8), spatial=self.spatial, batch_size=self.batch_size)
-            self.writer.write(keys, [self.fingerprints.get(str(s)) for s in batch["shard"][images]], features)
+            self.writer.write(keys, [json.loads(str(s)) for s in batch["source"][images]], features)
         seconds = np.full(len(images), (time.perf_counter() - started) / max(int(images.sum()), 1))
         return {"kind": batch["kind"], "shard": batch["shard"], "key": batch["key"], "info": batch["info"], "encode_seconds": seconds}
 
@@ -178,40 +192,15 @@ def ray_update_features(
     started_here = connect(address)
     try:
         workers = min(workers or max(1, sum(1 for node in ray.nodes() if node.get("Alive"))), len(todo))
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = progress
-        context.print_on_execution_start = False
-        if not log.isEnabledFor(logging.DEBUG):  # Ray Data's status tables every few seconds: with --debug only
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
-        info = get_format(source.format)
-        assert info is not None
-        from captioner.encoders import encoder_info
-
+        _quiet_ray_data(ray, progress)
         size = encoder_info(store.encoder).input_size
         names = {source.shard_name(p): p for p in todo}
         fingerprints = {name: source.fingerprint(path) for name, path in names.items()}
         items = [{"shard": str(path.resolve()), "name": name} for name, path in names.items()]
+        for item, name in zip(items, names):
+            item["source"] = json.dumps(fingerprints[name])
         started = time.perf_counter()
-        dataset = (
-            ray.data.from_items(items, override_num_blocks=len(items))
-            .flat_map(_read_and_decode, fn_kwargs={"format": source.format, "size": size}, num_cpus=1)
-            .map_batches(
-                EncoderActor,
-                fn_constructor_kwargs={
-                    "store_dir": str(Path(store.directory).resolve()),
-                    "encoder": store.encoder,
-                    "weights": store.weights,
-                    "spatial": store.spatial,
-                    "fingerprints": fingerprints,
-                    "batch_size": batch_size,
-                },
-                # ~1 MiB store shards from each actor call (pooled: 409 images, ~60 MB of pixels); the encoder runs batch_size at a time
-                batch_size=max(batch_size, rows_per_shard(store.shape) // 32),
-                compute=ray.data.ActorPoolStrategy(size=workers),
-                num_cpus=1,
-                batch_format="numpy",
-            )
-        )
+        dataset = _pipeline(ray, store, items, _read_and_decode, {"format": source.format, "size": size}, workers, batch_size)
         seen: dict[str, int] = {}
         expected: dict[str, int] = {}
         failed: dict[str, int] = {}
@@ -245,6 +234,80 @@ def ray_update_features(
     if len(report.failed) > MAX_REPORTED_FAILURES:
         log.warning("skipped %d unreadable images in all", len(report.failed))
     return report  # not refreshed: see update_shard_features
+
+
+def _quiet_ray_data(ray: Any, progress: bool) -> None:
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress
+    context.print_on_execution_start = False
+    if not log.isEnabledFor(logging.DEBUG):  # Ray Data's status tables every few seconds: with --debug only
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _pipeline(ray: Any, store: FeatureStore, items: list[dict], reader: Any, reader_kwargs: dict, workers: int, batch_size: int) -> Any:
+    """from_items(items) -> flat_map(reader) in tasks -> map_batches(EncoderActor) on `workers` actors."""
+    return (
+        ray.data.from_items(items, override_num_blocks=len(items))
+        .flat_map(reader, fn_kwargs=reader_kwargs, num_cpus=1)
+        .map_batches(
+            EncoderActor,
+            fn_constructor_kwargs={
+                "store_dir": str(Path(store.directory).resolve()),
+                "encoder": store.encoder,
+                "weights": store.weights,
+                "spatial": store.spatial,
+                "batch_size": batch_size,
+            },
+            # ~1 MiB store shards from each actor call (pooled: 409 images, ~60 MB of pixels); the encoder runs batch_size at a time
+            batch_size=max(batch_size, rows_per_shard(store.shape) // 32),
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=1,
+            batch_format="numpy",
+        )
+    )
+
+
+def ray_update_file_features(
+    store: FeatureStore,
+    images: dict[str, Path],
+    address: str | None = "auto",
+    workers: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+) -> ExtractionReport:
+    """`update_features` on a Ray cluster: image files (key -> path) the store lacks or holds for an older file.
+
+    Files are handed to reading tasks in lists of `FILES_PER_TASK`; each stored image carries its
+    file's (size, mtime), so a rerun, like the in-process one, encodes only what is missing or changed.
+    The files must be at the same paths on every node.
+    """
+    ray = _import_ray()
+    todo = [(key, str(Path(path).resolve())) for key, path in images.items() if not store.is_current(key, path)]
+    report = ExtractionReport(reused=len(images) - len(todo), stale=sum(key in store for key, _ in todo))
+    if not todo:
+        return report
+    started_here = connect(address)
+    try:
+        chunks = [todo[i : i + FILES_PER_TASK] for i in range(0, len(todo), FILES_PER_TASK)]
+        workers = min(workers or max(1, sum(1 for node in ray.nodes() if node.get("Alive"))), len(chunks))
+        _quiet_ray_data(ray, progress)
+        items = [{"files": json.dumps(chunk), "name": f"files-{i}"} for i, chunk in enumerate(chunks)]
+        dataset = _pipeline(ray, store, items, _read_files, {"size": encoder_info(store.encoder).input_size}, workers, batch_size)
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
+            for kind, key, text in zip(batch["kind"], batch["key"], batch["info"]):
+                if kind == FAILED:
+                    report.failed[str(key)] = str(text)
+                    if len(report.failed) <= MAX_REPORTED_FAILURES:
+                        log.warning("skipped %s", text)
+                elif kind == IMAGE:
+                    report.encoded += 1
+    finally:
+        if started_here:
+            ray.shutdown()
+    if len(report.failed) > MAX_REPORTED_FAILURES:
+        log.warning("skipped %d unreadable images in all", len(report.failed))
+    store.refresh()
+    return report
 
 
 def _merge_report(report: LoadReport, end: dict) -> None:
