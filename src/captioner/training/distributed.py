@@ -168,17 +168,19 @@ class GroupTrainer:
         rank, size = self.group.rank, self.group.size
         shape = reader.shape[1:]
 
-        def slices() -> Iterator[tuple[np.ndarray, np.ndarray, np.float32, np.float32]]:
+        def slices() -> Iterator[tuple[np.ndarray, np.ndarray, np.int32, np.float32, np.float32]]:
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 if len(batch) < size:  # too small to give every worker a caption: skipped by all alike
                     continue
                 tokens = arrays.tokens[batch]
                 local = np.array_split(batch, size)[rank]
-                yield arrays.image_index[local], arrays.tokens[local], np.float32((tokens[:, 1:] != 0).sum()), np.float32(len(local) / len(batch))
+                # Padded to the whole batch's longest caption, as one worker pads it: a decoder whose
+                # regulariser counts padded steps (attention's counts the step fed <end>) sees the same.
+                length = np.int32((tokens != 0).sum(axis=1).max())
+                yield arrays.image_index[local], arrays.tokens[local], length, np.float32((tokens[:, 1:] != 0).sum()), np.float32(len(local) / len(batch))
 
-        def to_batch(image_index: tf.Tensor, tokens: tf.Tensor, global_tokens: tf.Tensor, share: tf.Tensor) -> tuple:
-            length = tf.reduce_max(tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1))
+        def to_batch(image_index: tf.Tensor, tokens: tf.Tensor, length: tf.Tensor, global_tokens: tf.Tensor, share: tf.Tensor) -> tuple:
             tokens = tokens[:, :length]
             features = tf.ensure_shape(reader.tf_read(image_index), [None, *shape])
             return (features, tokens[:, :-1]), tokens[:, 1:], global_tokens, share
@@ -186,6 +188,7 @@ class GroupTrainer:
         signature = (
             tf.TensorSpec((None,), tf.int32),
             tf.TensorSpec((None, arrays.tokens.shape[1]), tf.int32),
+            tf.TensorSpec((), tf.int32),
             tf.TensorSpec((), tf.float32),
             tf.TensorSpec((), tf.float32),
         )
@@ -240,7 +243,7 @@ def launch_local(config: TrainConfig, workers: int, resume: bool = False, epochs
             env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})}
             command = [sys.executable, "-m", "captioner.training.worker", spec_file.name]
             if index == 0:  # sys.stderr, not descriptor 2: the CLI points that away from the terminal while it runs
-                processes.append(subprocess.Popen(command, env=env, stderr=sys.stderr))
+                processes.append(subprocess.Popen(command, env=env, stderr=_stderr_target()))
             else:
                 logs.append(open(run_dir / f"worker-{index}.log", "w"))
                 processes.append(subprocess.Popen(command, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
@@ -261,6 +264,15 @@ def launch_local(config: TrainConfig, workers: int, resume: bool = False, epochs
     from captioner.training.loop import MODEL_DIR
 
     return run_dir / MODEL_DIR
+
+
+def _stderr_target() -> Any:
+    """Where the chief's messages go: this process's `sys.stderr` if it has a descriptor, else descriptor 2."""
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return None
+    return sys.stderr
 
 
 def _wait_all(processes: list[subprocess.Popen]) -> int | None:
