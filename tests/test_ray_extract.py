@@ -80,3 +80,32 @@ def test_ray_extraction_of_a_folder_of_image_files(cluster, tmp_path, capsys, ma
     code, out, err = run_cli(capsys, "extract", "--data", tmp_path / "pics", "--cache-dir", tmp_path / "ray", "--ray", cluster.address)
     assert code == 0, err
     assert "0 images encoded" in out and "5 reused" in out  # each image carries its file's (size, mtime)
+
+
+@pytest.mark.slow  # a third Ray job on the cluster, killed and rerun: ~40 s more
+def test_ray_extraction_killed_by_sigkill_resumes_at_unfinished_shards(cluster, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "wds"
+    write_webdataset(data, 64, per_shard=4)
+    command = [sys.executable, "-m", "captioner.cli", "extract", "--data", str(data), "--cache-dir", str(tmp_path / "c"), "--ray", cluster.address]
+    command += ["--ray-workers", "1", "--batch-size", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sources = tmp_path / "c"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None and not list(sources.glob("features/*/*/sources/*.json")):
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)  # the driver dies; Ray ends its job's tasks and actors
+    process.wait()
+    finished = len(list(sources.glob("features/*/*/sources/*.json")))
+    assert finished >= 1
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{4 * finished} reused" in done.stdout, done.stdout
+    assert len(list(sources.glob("features/*/*/sources/*.json"))) == 16
+    assert len(_store(data, tmp_path / "c")) == 64
