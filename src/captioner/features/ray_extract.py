@@ -317,12 +317,6 @@ def _merge_report(report: LoadReport, end: dict) -> None:
         report.note(message)
 
 
-def cluster_cpus() -> int:
-    """CPUs of the connected Ray cluster (for messages and benchmarks)."""
-    ray = _import_ray()
-    return int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else os.cpu_count() or 1
-
-
 class LocalCluster:
     """A Ray cluster of `nodes` node processes on 127.0.0.1 (`ray start --head` plus `ray start --address`).
 
