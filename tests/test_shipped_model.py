@@ -13,20 +13,36 @@ from captioner.pipeline import Captioner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
-# What the shipped model says with the default search (beam 5, length penalty 1.0), which names
-# the object the encoder's ImageNet classifier is sure of (captioner.objects: a cat, an espresso cup).
+# What the shipped models say with the default search (beam 5, length penalty 1.0), which names the
+# object the encoder's ImageNet classifier is sure of (captioner.objects: a cat, a cup). The default
+# model keeps int8 weights (format 3); the merge model's were re-saved by variable name (format 2)
+# from the creation-order file (format 1) with the same captions.
 PINNED = {
-    "astronaut.jpg": "a man in a red jacket is holding a red and white helmet",
-    "chelsea.jpg": "a brown and white cat is standing in front of a blue and white building",
-    "coffee.jpg": "a woman in a red jacket is looking at a cup",
+    "flickr8k-attention": {
+        "astronaut.jpg": "a boy in a red shirt is holding a red toy",
+        "chelsea.jpg": "a black and white cat is sitting on a wooden bench",
+        "coffee.jpg": "a black and white dog is sitting on a cup",
+    },
+    "flickr8k-merge": {
+        "astronaut.jpg": "a man in a red jacket is holding a red and white helmet",
+        "chelsea.jpg": "a brown and white cat is standing in front of a blue and white building",
+        "coffee.jpg": "a woman in a red jacket is looking at a cup",
+    },
 }
-# Without that (name_objects=False): the decoder alone. The weights were re-saved by variable name
-# (format 2) from the creation-order file (format 1): same captions.
+# Without that (name_objects=False): the decoder alone.
 PINNED_PLAIN = {
-    "astronaut.jpg": "a man in a red jacket is holding a red and white helmet",
-    "chelsea.jpg": "a man in a blue shirt is standing in front of a blue building",
-    "coffee.jpg": "a woman in a red jacket is sitting on a wooden bench",
+    "flickr8k-attention": {
+        "astronaut.jpg": "a boy in a red shirt is holding a red toy",
+        "chelsea.jpg": "a person is sitting on a wooden bench",
+        "coffee.jpg": "a black and white dog is sitting on a wooden bench",
+    },
+    "flickr8k-merge": {
+        "astronaut.jpg": "a man in a red jacket is holding a red and white helmet",
+        "chelsea.jpg": "a man in a blue shirt is standing in front of a blue building",
+        "coffee.jpg": "a woman in a red jacket is sitting on a wooden bench",
+    },
 }
+SHIPPED = PINNED[defaults.SHIPPED_MODEL]
 
 
 @pytest.fixture(scope="module")
@@ -34,20 +50,30 @@ def shipped():
     return Captioner()
 
 
-def test_the_shipped_model_lives_inside_the_package(shipped):
+@pytest.fixture(scope="module")
+def models(shipped):
+    return {defaults.SHIPPED_MODEL: shipped, "flickr8k-merge": Captioner("flickr8k-merge")}
+
+
+def test_the_shipped_models_live_inside_the_package(shipped):
+    assert defaults.SHIPPED_MODEL == "flickr8k-attention" and shipped.config.decoder.decoder == "attention"
     assert shipped.model_dir == defaults.PRETRAINED_DIR / defaults.SHIPPED_MODEL
-    assert (Path(defaults.__file__).parent / "pretrained" / "flickr8k-merge" / "weights.npz").is_file()
+    for name in PINNED:
+        assert (Path(defaults.__file__).parent / "pretrained" / name / "weights.npz").is_file()
+    assert Captioner("flickr8k-merge").config.decoder.decoder == "merge"  # by name, from any folder
 
 
-@pytest.mark.parametrize("name", sorted(PINNED))
-def test_pinned_captions(shipped, name):
-    assert shipped.caption(EXAMPLES / name)[0].caption == PINNED[name]
+@pytest.mark.parametrize("model", sorted(PINNED))
+def test_pinned_captions(models, model):
+    for name, caption in PINNED[model].items():
+        assert models[model].caption(EXAMPLES / name)[0].caption == caption
 
 
-def test_pinned_captions_without_naming_objects(shipped, monkeypatch):
-    monkeypatch.setattr(shipped.search, "name_objects", False)
-    for name, caption in PINNED_PLAIN.items():
-        assert shipped.caption(EXAMPLES / name)[0].caption == caption
+@pytest.mark.parametrize("model", sorted(PINNED))
+def test_pinned_captions_without_naming_objects(models, model, monkeypatch):
+    monkeypatch.setattr(models[model].search, "name_objects", False)
+    for name, caption in PINNED_PLAIN[model].items():
+        assert models[model].caption(EXAMPLES / name)[0].caption == caption
 
 
 def test_the_cli_and_python_give_the_same_caption(shipped, capsys):
@@ -69,13 +95,14 @@ def test_no_tensorflow_start_up_lines_reach_the_terminal(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "captioner.cli", "caption", str(EXAMPLES / "coffee.jpg")], capture_output=True, text=True, timeout=300, env=env
     )
-    assert done.returncode == 0 and done.stdout.strip() == PINNED["coffee.jpg"]
+    assert done.returncode == 0 and done.stdout.strip() == SHIPPED["coffee.jpg"]
     assert done.stderr == "", done.stderr
 
 
 def test_models_lists_the_shipped_model_with_its_card(capsys, tmp_path):
     assert main(["models", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert "flickr8k-attention  (shipped; attention decoder, efficientnet_lite2, trained on flickr8k)" in out
     assert "flickr8k-merge  (shipped; merge decoder, efficientnet_lite2, trained on flickr8k)" in out
 
 
@@ -104,5 +131,6 @@ def test_an_installed_wheel_carries_the_shipped_model_and_presets(tmp_path):
     assert done.returncode == 0, done.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("captioner-*.whl"))).namelist()
     for needed in ("weights.npz", "config.json", "vocab.json", "train_config.json"):
-        assert f"captioner/pretrained/flickr8k-merge/{needed}" in names
-    assert "captioner/configs/flickr8k-merge.json" in names
+        for model in PINNED:
+            assert f"captioner/pretrained/{model}/{needed}" in names
+    assert "captioner/configs/flickr8k-merge.json" in names and "captioner/configs/flickr8k-attention.json" in names

@@ -15,7 +15,7 @@ ENCODER = "efficientnet_lite0"  # fast on CPU and the design's reference encoder
 
 # Models shipped inside the package (so an installed wheel has them too).
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
-SHIPPED_MODEL = "flickr8k-merge"  # the default; README, "Attention, self-critical training and heat maps"
+SHIPPED_MODEL = "flickr8k-attention"  # the default; README, "Attention, self-critical training and heat maps"
 
 
 def default_model_dir() -> Path:
