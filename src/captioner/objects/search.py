@@ -249,7 +249,9 @@ class ObjectSearch(SearchDecoder):
                 plan = plans[i]
                 assert plan is not None
                 allowed[row, list(plan.token_ids)] = True
-                if plan.animal:  # an animal is the photo's subject; a thing may be a person's
+                # An animal is the photo's subject, and so is a food the classifier is sure of (a
+                # bowl of strawberries); any other thing may be what a person holds or rides.
+                if plan.animal or (plan.food and plan.probability >= self.sure):
                     within[row] = self.within
                     if plan.anchors[0] not in PEOPLE_ANIMALS:
                         banned[row, self._people_ids] = True
