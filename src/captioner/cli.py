@@ -269,6 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if f.name not in ("data", "output", "preset") and getattr(args, f.name, None) is not None
     }
     if args.scst or args.init:
+        if args.workers > 1:
+            raise ArgumentError("--workers is for cross-entropy training; self-critical training (--scst) runs in one process")
         return _train_scst(args, given)
     if args.resume:
         changed = sorted(set(given) - {"epochs"}) + (["preset"] if args.preset else [])
