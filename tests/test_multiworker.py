@@ -64,3 +64,9 @@ def test_tf_config_parsing(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ArgumentError, match="TF_CONFIG is not valid"):
         _cluster_from_env()
+
+
+def test_workers_with_self_critical_training_is_refused(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "--scst", "--init", tmp_path / "run", "--output", tmp_path / "scst", "--workers", "2")
+    assert code == 1
+    assert "--workers is for cross-entropy training" in err and "Traceback" not in err
