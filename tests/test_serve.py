@@ -161,7 +161,8 @@ def test_model(client, captioner):
     schemas.ModelInfo.model_validate(body)
     assert body["model"] == defaults.SHIPPED_MODEL and body["decoder"] == captioner.config.decoder.decoder and body["encoder"] == captioner.config.encoder
     assert body["vocab_size"] == len(captioner.vocab) and body["captioner_version"] == __version__
-    assert body["attention"] is False and body["grid_size"] is None and body["tags"] is True
+    attends = captioner.config.decoder.decoder == "attention"
+    assert body["attention"] is attends and body["grid_size"] == (9 if attends else None) and body["tags"] is True
     assert body["defaults"] == {"beam_size": 5, "num_captions": 1, "length_penalty": 1.0}
     assert body["limits"]["max_upload_bytes"] == ServeSettings().max_upload_bytes
     assert str(captioner.model_dir.parent) not in json.dumps(body)  # the name, not the server's paths
