@@ -75,6 +75,7 @@ def test_articles_and_plurals():
         ("a group of bee are on a flower", ("bee", "bees"), ("bee", "bees"), "a group of bees are on a flower"),
         ("a elephant walks", ("elephant", "elephants"), ("elephant", "elephants"), "an elephant walks"),
         ("a dog runs", ("bird", "birds"), ("owl", "owls"), "a dog runs"),
+        ("a fruit are on a table", ("fruit", "fruits"), ("strawberry", "strawberries"), "a strawberry is on a table"),
         ("a white bird and a bird", ("bird", "birds"), ("egret", "egrets"), "a white egret and a bird"),
     ],
 )
