@@ -76,6 +76,7 @@ def test_articles_and_plurals():
         ("a elephant walks", ("elephant", "elephants"), ("elephant", "elephants"), "an elephant walks"),
         ("a dog runs", ("bird", "birds"), ("owl", "owls"), "a dog runs"),
         ("a fruit are on a table", ("fruit", "fruits"), ("strawberry", "strawberries"), "a strawberry is on a table"),
+        ("a man and a dog are running", ("dog", "dogs"), ("dog", "dogs"), "a man and a dog are running"),
         ("a white bird and a bird", ("bird", "birds"), ("egret", "egrets"), "a white egret and a bird"),
     ],
 )

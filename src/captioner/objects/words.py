@@ -121,7 +121,7 @@ def substitute(caption: str, anchors: tuple[str, str], replacement: tuple[str, s
         elif countable and not is_plural and anchors[0] == anchors[1] and (not before or before[-1] in TAKES_ARTICLE_AFTER):
             before = [*before, article(new)]
         after = words[i + 1 :]
-        if after and after[0] in ("is", "are") and replacement[0] != replacement[1]:  # "a strawberry are" -> "a strawberry is"
+        if after and after[0] in ("is", "are") and replacement[0] != replacement[1] and "and" not in before:  # "a strawberry are" -> "is"
             after = ["are" if is_plural else "is", *after[1:]]
         return " ".join([*before, *new.split(), *after])
     return caption
