@@ -48,7 +48,7 @@ class ObjectPlan:
     token_ids: tuple[int, ...]  # vocabulary ids of the anchors
     label: str  # the most probable class behind it, e.g. "great grey owl"
     animal: bool = False  # an animal, not a thing
-    food: bool = False  # a food, fruit, vegetable or drink
+    food: bool = False  # a food, fruit or vegetable
 
     @property
     def borrowed(self) -> bool:
@@ -157,5 +157,5 @@ def plan_object(probabilities: np.ndarray, vocab: Vocabulary, threshold: float =
         noun, plural, p = anchor, pluralize(anchor), by_anchor[anchor]
     anchors = (noun, plural) if anchor == noun else (anchor, pluralize(anchor))
     ids = tuple(dict.fromkeys(words[w] for w in anchors if w in words))
-    food = bool({"food", "fruit", "vegetable", "drink"} & {*c.chain, c.basic})
+    food = bool({"food", "fruit", "vegetable"} & {*c.chain, c.basic})  # not drinks: a cup of coffee is held, not shown
     return ObjectPlan(noun, plural, p, anchors, ids, c.label, animal="animal" in c.chain, food=food)
