@@ -40,10 +40,12 @@ def test_caption_writes_one_heat_map_per_word_and_json_weights(capsys, attention
 
 def test_attention_map_needs_an_attending_model_and_one_image(capsys, tmp_path, make_image):
     photo = make_image(tmp_path / "p.png")
-    assert main(["caption", str(photo), "--attention-map", str(tmp_path / "m.png")]) == 1
+    assert main(["caption", str(photo), "--attention-map", str(tmp_path / "m.png"), "--model", "flickr8k-merge"]) == 1
     assert "needs a model that attends" in capsys.readouterr().err
     assert main(["caption", str(photo), str(photo), "--attention-map", str(tmp_path / "m.png")]) == 1
     assert "draws one image; got 2" in capsys.readouterr().err
+    assert main(["caption", str(photo), "--attention-map", str(tmp_path / "m.png")]) == 0  # the default model attends
+    assert Image.open(tmp_path / "m.png").size[0] > 0
 
 
 def test_the_hot_cell_is_where_the_heat_is():
