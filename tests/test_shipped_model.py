@@ -19,9 +19,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # from the creation-order file (format 1) with the same captions.
 PINNED = {
     "flickr8k-attention": {
-        "astronaut.jpg": "a boy in a red shirt is holding a red toy",
-        "chelsea.jpg": "a black and white cat is sitting on a wooden bench",
-        "coffee.jpg": "a black and white dog is sitting on a cup",
+        "astronaut.jpg": "a boy in a red shirt and a red helmet",
+        "chelsea.jpg": "a brown cat is sitting on a wooden table with a white and black and white bag",
+        "coffee.jpg": "a black and white dog is sitting on a cup in a park",
     },
     "flickr8k-merge": {
         "astronaut.jpg": "a man in a red jacket is holding a red and white helmet",
@@ -32,7 +32,7 @@ PINNED = {
 # Without that (name_objects=False): the decoder alone.
 PINNED_PLAIN = {
     "flickr8k-attention": {
-        "astronaut.jpg": "a boy in a red shirt is holding a red toy",
+        "astronaut.jpg": "a boy in a red shirt and a red helmet",
         "chelsea.jpg": "a person is sitting on a wooden bench",
         "coffee.jpg": "a black and white dog is sitting on a wooden bench",
     },
