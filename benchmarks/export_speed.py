@@ -6,7 +6,7 @@ Flickr8k dev images measures, taking turns image by image (or batch by batch) so
 slows all three alike:
 
 (a) Latency of one image, end to end from the file's bytes (decode, squash, encode, beam search):
-    - Python path: `Captioner(model).caption(data, beam_size=K)` (Pillow, Keras encoder, compiled search);
+    - Python path: `Captioner(model, name_objects=False).caption(data, beam_size=K)` (Pillow, Keras encoder, compiled search);
     - SavedModel: `signatures["serving_default"](image_bytes=[data])`, everything in one graph;
     - TFLite: `TFLiteCaptioner(export).caption(data, beam_size=K)` (Pillow, image.tflite, NumPy
       search over step.tflite).
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         file=sys.stderr,
     )
 
-    python = Captioner(args.model)
+    python = Captioner(args.model, name_objects=False)  # the exports carry the decoder's own search, not the object naming
     saved = tf.saved_model.load(str(saved_dir)).signatures["serving_default"]
     tflite = TFLiteCaptioner(tflite_dir, num_threads=args.tflite_threads)
     beam = args.beam_size
