@@ -176,7 +176,7 @@ def print_report(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    parser.add_argument("--model", type=Path, default=None, help="model directory or shipped model name (default: the default model)")
     parser.add_argument("--data", default=str(_common.DEFAULT_DATA))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--beam-size", type=int, default=BEAM_SIZE)

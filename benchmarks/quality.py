@@ -45,7 +45,7 @@ def most_frequent_caption(dataset, split: str = "train") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    parser.add_argument("--model", type=Path, default=None, help="model directory or shipped model name (default: the default model)")
     parser.add_argument("--data", default=str(_common.DEFAULT_DATA))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3, 5], help="beam sizes to score (1 = greedy)")
