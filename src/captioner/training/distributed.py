@@ -131,7 +131,7 @@ class GroupTrainer:
             tf.TensorSpec((), tf.float32),
         )
         self._step = tf.function(self._distributed_step, input_signature=spec)
-        self._eval = tf.function(self._base._eval_step)
+        self._base.eval_step = tf.function(self._base._eval_step)
 
     def _replica_step(self, inputs: tuple[tf.Tensor, tf.Tensor], targets: tf.Tensor, global_tokens: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
         variables = self.decoder.trainable_variables
@@ -196,12 +196,7 @@ class GroupTrainer:
 
     def evaluate(self, dataset: tf.data.Dataset) -> float:
         """Validation loss, computed by every worker on the whole validation split (same number on all)."""
-        total, count = 0.0, 0.0
-        for inputs, targets in dataset:
-            loss_sum, tokens = self._eval(inputs, targets)
-            total += float(loss_sum)
-            count += float(tokens)
-        return total / max(count, 1.0)
+        return self._base.evaluate(dataset)
 
     def save_checkpoint(self, path: Path, progress: dict) -> None:
         if self.is_chief:
