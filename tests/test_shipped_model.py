@@ -55,12 +55,12 @@ def models(shipped):
     return {defaults.SHIPPED_MODEL: shipped, "flickr8k-merge": Captioner("flickr8k-merge")}
 
 
-def test_the_shipped_models_live_inside_the_package(shipped):
+def test_the_shipped_models_live_inside_the_package(shipped, models):
     assert defaults.SHIPPED_MODEL == "flickr8k-attention" and shipped.config.decoder.decoder == "attention"
     assert shipped.model_dir == defaults.PRETRAINED_DIR / defaults.SHIPPED_MODEL
     for name in PINNED:
         assert (Path(defaults.__file__).parent / "pretrained" / name / "weights.npz").is_file()
-    assert Captioner("flickr8k-merge").config.decoder.decoder == "merge"  # by name, from any folder
+    assert models["flickr8k-merge"].config.decoder.decoder == "merge"  # by name, from any folder
 
 
 @pytest.mark.parametrize("model", sorted(PINNED))
