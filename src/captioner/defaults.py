@@ -31,3 +31,10 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     if not path.exists() and len(path.parts) == 1 and (PRETRAINED_DIR / path.name).is_dir():
         return PRETRAINED_DIR / path.name
     return path
+
+
+def default_cache_root() -> Path:
+    """`$CAPTIONER_CACHE`, else `$XDG_CACHE_HOME/captioner`, else `~/.cache/captioner`: features, converted encoders."""
+    if os.environ.get("CAPTIONER_CACHE"):
+        return Path(os.environ["CAPTIONER_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "captioner"

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from captioner import defaults
+from captioner import defaults, litert
 from captioner.decoding import Hypothesis, check_search
 from captioner.export.target import check_target, manifest_header, read_manifest, staging_dir, swap_in, write_manifest
 from captioner.vocab import Vocabulary
@@ -183,20 +183,6 @@ def export_tflite(
 # --- running it ------------------------------------------------------------------------------
 
 
-def _interpreter(path: Path, num_threads: int):
-    try:
-        from ai_edge_litert.interpreter import Interpreter  # the maintained runtime, when installed
-    except ImportError:
-        import warnings
-
-        import tensorflow as tf
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated": it still works in TF 2.21
-            return tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
-    return Interpreter(model_path=str(path), num_threads=num_threads)
-
-
 class TFLiteCaptioner:
     """Captions with an export made by `export_tflite`: the two flatbuffers plus a NumPy search.
 
@@ -218,8 +204,8 @@ class TFLiteCaptioner:
         self.length_penalty = float(self.manifest["length_penalty"])
         self.max_length = int(self.manifest["max_length"])
         num_threads = num_threads or os.cpu_count() or 1
-        self._image = _interpreter(self.directory / IMAGE_MODEL, num_threads).get_signature_runner(SIGNATURE)
-        self._step = _interpreter(self.directory / STEP_MODEL, num_threads).get_signature_runner(SIGNATURE)
+        self._image = litert.interpreter(model_path=self.directory / IMAGE_MODEL, num_threads=num_threads).get_signature_runner(SIGNATURE)
+        self._step = litert.interpreter(model_path=self.directory / STEP_MODEL, num_threads=num_threads).get_signature_runner(SIGNATURE)
         self._memory_names = [f"memory_{i}" for i in range(int(self.manifest["memory"]))]
         self._state_names = [f"state_{i}" for i in range(int(self.manifest["state"]))]
 

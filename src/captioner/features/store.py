@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from captioner import atomic
+from captioner.defaults import default_cache_root
 from captioner.encoders import encoder_info
 from captioner.errors import FileError
 
@@ -68,13 +69,6 @@ def rows_per_shard(shape: Sequence[int], limit: int = STORE_SHARD_BYTES) -> int:
 
 class FeatureCacheError(FileError):
     """A store directory that cannot be used for the requested encoder."""
-
-
-def default_cache_root() -> Path:
-    """`$CAPTIONER_CACHE`, else `$XDG_CACHE_HOME/captioner`, else `~/.cache/captioner`."""
-    if os.environ.get("CAPTIONER_CACHE"):
-        return Path(os.environ["CAPTIONER_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "captioner"
 
 
 def default_cache_dir(
