@@ -19,21 +19,27 @@ the WebDataset and the Parquet copy of one set. Keys are assumed unique across s
 writes them (shard number and row); checking that would need every key in memory.
 
 `ShardedSource.to_raw` turns a small set into the ordinary `Raw` (captions only, no image bytes),
-which is how `load_dataset` reads these formats too.
+which is how `load_dataset` reads these formats too. Training streams instead: `captioned` yields a
+shard's samples with the checks `load_dataset` adds (image paths outside the folder, empty
+captions), and `DatasetSummary` describes the set as `CaptionDataset.describe` does, without
+holding it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from captioner.data.base import DatasetError, LoadReport, NoDatasetError, Raw, Record, hashed_split, normalize_split
-from captioner.data.files import quoted, shorten
+from captioner.data.files import is_outside, quoted, shorten
 from captioner.text import has_words
 
-__all__ = ["Sample", "ShardedSource", "find_shards"]
+__all__ = ["DatasetSummary", "Sample", "ShardedSource", "find_shards"]
 
 
 @dataclass
@@ -127,6 +133,25 @@ class ShardedSource:
                 sample.split = hashed_split(sample.key)
             yield sample
 
+    def captioned(self, shard: Path, report: LoadReport, allow_outside_paths: bool = False) -> Iterator[Sample]:
+        """The samples of one shard that `load_dataset` would keep, captions only, without empty captions.
+
+        The checks `load_dataset` adds to `samples`: a key that is an absolute path or climbs out
+        with ".." is skipped unless `allow_outside_paths`, and captions without a word are dropped
+        (each counted in `report`).
+        """
+        for sample in self.samples(shard, images=False, report=report):
+            if not allow_outside_paths and is_outside(sample.key):
+                report.outside_paths += 1
+                report.note(f"{sample.where}: image path {quoted(sample.key)} is outside the dataset folder; skipped")
+                continue
+            kept = [c for c in sample.captions if has_words(c)]
+            if len(kept) < len(sample.captions):
+                report.empty_captions += len(sample.captions) - len(kept)
+                report.note(f"{sample.where}: {len(sample.captions) - len(kept)} empty caption(s) for {shorten(sample.key)}; skipped")
+            sample.captions = kept
+            yield sample
+
     def __iter__(self) -> Iterator[Sample]:
         """Every usable sample of every shard, shard by shard."""
         for shard in self.shards:
@@ -177,3 +202,38 @@ def split_of(value: object) -> tuple[str | None, object]:
     if isinstance(value, str) and normalize_split(value) is not None:
         return normalize_split(value), None
     return None, value
+
+
+@dataclass
+class DatasetSummary:
+    """What `CaptionDataset.describe` says of a dataset, added up a sample at a time.
+
+    The fingerprint differs from `describe`'s (which hashes the keys in sorted order, so it needs
+    them all): it is the sum modulo 2**256 of a SHA-256 per image (key, captions, split), which is
+    as independent of shard and sample order and needs nothing per image.
+    """
+
+    format: str
+    images: int = 0
+    captions: int = 0
+    splits: Counter = field(default_factory=Counter)
+    _sum: int = 0
+
+    def add(self, sample: Sample) -> None:
+        """Counts one kept sample (its captions as `captioned` left them; `split` set)."""
+        self.images += 1
+        self.captions += len(sample.captions)
+        self.splits[sample.split] += 1
+        digest = hashlib.sha256(json.dumps([sample.key, sample.captions, sample.split], ensure_ascii=False).encode()).digest()
+        self._sum = (self._sum + int.from_bytes(digest, "big")) % (1 << 256)
+
+    def describe(self, given: str | Path) -> dict:
+        """Name, format, size and fingerprint, as `CaptionDataset.describe` returns them."""
+        return {
+            "name": Path(given).resolve().name,
+            "format": self.format,
+            "images": self.images,
+            "captions": self.captions,
+            "splits": {s: self.splits[s] for s in ("train", "dev", "test") if self.splits[s]},
+            "sha256": f"{self._sum:064x}",
+        }

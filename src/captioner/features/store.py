@@ -15,6 +15,11 @@ its `.npy`: a writer killed at any moment loses at most the batch in flight. Rea
 `.npy` into memory instead of loading it, and a gather releases the pages it touched, so training
 on a set far larger than memory (Flickr8k Lite2 grids: 1.7 GB; COCO: 30 GB) keeps a flat RSS.
 
+Opened with `index_keys=False`, a store maps its shards but keeps no per-image bookkeeping (no key
+index, no key lists): training on a sharded dataset opens it so, and finds a source shard's images
+with `shard_sources` and `shard_entries` a source shard at a time, so that its memory does not
+grow with the set.
+
 Each image is recorded with its file's size and modification time; an image changed after it was
 encoded is stale and gets encoded again. A store made with another encoder, weights,
 preprocessing or shape is refused, never silently reused.
@@ -55,6 +60,7 @@ LAYOUT_VERSION = 2  # 1 was captioner 0.1's features.npz / part-*.npz
 
 
 STORE_SHARD_BYTES = 32 << 20  # sharded extraction gathers about this much per store shard
+MAX_SHARD_SOURCES = 64  # distinct source fingerprints a keyless store remembers per shard (more: "any")
 
 
 def rows_per_shard(shape: Sequence[int], limit: int = STORE_SHARD_BYTES) -> int:
@@ -104,6 +110,9 @@ class _Shard:
     written: int
     array: np.ndarray  # (N, ...) float16, memory-mapped
     mapping: mmap.mmap
+    # A keyless store's summary of `sources` (which are then not kept): the distinct fingerprints, or
+    # None when there are more than MAX_SHARD_SOURCES (a store of image files: one per image).
+    fingerprints: frozenset[tuple[int, ...]] | None = None
 
     def release(self) -> None:
         """Drops the pages a gather touched from this process (they stay in the page cache)."""
@@ -147,16 +156,26 @@ class FeatureStore:
         weights: "imagenet" or None (random weights, for tests).
         spatial: store the (g, g, D) grid instead of the pooled (D,) vector.
         verify: check every shard's CRC-32 when opening (reads the whole store once).
+        index_keys: keep the key index (`positions`, `keys`, `in`, `load`). False keeps only each
+            shard's memory map and the fingerprints of its sources, so memory does not grow with the
+            number of images; images are then found with `shard_sources` and `shard_entries`.
     """
 
     def __init__(
-        self, directory: str | os.PathLike, encoder: str = "efficientnet_lite0", weights: str | None = "imagenet", spatial: bool = False, verify: bool = True
+        self,
+        directory: str | os.PathLike,
+        encoder: str = "efficientnet_lite0",
+        weights: str | None = "imagenet",
+        spatial: bool = False,
+        verify: bool = True,
+        index_keys: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.encoder = encoder
         self.weights = weights
         self.spatial = spatial
         self.verify = verify
+        self.index_keys = index_keys
         info = encoder_info(encoder)
         shape = [info.grid_size, info.grid_size, info.feature_dim] if spatial else [info.feature_dim]
         self.meta = {
@@ -245,6 +264,10 @@ class FeatureStore:
         if self.verify and zlib.crc32(array.data) != index.get("crc32"):
             raise _DamagedShard("CRC-32 mismatch (the file was changed or damaged)")
         shard = _Shard(npy, keys, sources, int(index.get("written", 0)), array, mapping)
+        if not self.index_keys:  # keyless: a summary of the sources instead of a list per image
+            found = {tuple(s) for s in sources if isinstance(s, list)}
+            shard.keys, shard.sources = [], []
+            shard.fingerprints = frozenset(found) if len(found) <= MAX_SHARD_SOURCES and None not in sources else None
         shard.release()
         return shard
 
@@ -259,7 +282,7 @@ class FeatureStore:
     def _add(self, shard: _Shard) -> None:
         number = len(self._shards)
         self._shards.append(shard)
-        for row, key in enumerate(shard.keys):
+        for row, key in enumerate(shard.keys):  # a keyless store's shards have no keys here
             current = self._index.get(key)
             if current is None or self._shards[current[0]].written <= shard.written:
                 self._index[key] = (number, row)
@@ -287,19 +310,60 @@ class FeatureStore:
         path.parent.mkdir(exist_ok=True)
         atomic.write_json(path, marker)
 
+    # --- a keyless store: shards, and what they hold, one at a time ----------------------------
+
+    def shard_names(self) -> list[str]:
+        """The shard files' names in shard number order (the numbers `positions` and `gather` use)."""
+        return [shard.path.name for shard in self._shards]
+
+    def shard_sources(self) -> list[frozenset[tuple[int, ...]] | None]:
+        """Per shard number, the fingerprints of the source files its images came from (keyless store).
+
+        None for a shard of more than `MAX_SHARD_SOURCES` sources (or of unknown ones): it may hold
+        images of any.
+        """
+        return [shard.fingerprints for shard in self._shards]
+
+    def shard_entries(self, number: int) -> tuple[list[str], list[list[int] | None], int]:
+        """(keys, source fingerprints, time written) of shard `number`, read from its index file again.
+
+        Raises:
+            FeatureCacheError: the index file changed or vanished since the store opened it.
+        """
+        shard = self._shards[number]
+        if self.index_keys:
+            return shard.keys, shard.sources, shard.written
+        index_path = shard.path.with_suffix(".json")
+        try:
+            index = json.loads(index_path.read_text())
+            keys, sources = index["keys"], index["sources"]
+            if len(keys) != len(shard.array) or len(sources) != len(keys) or int(index.get("written", 0)) != shard.written:
+                raise ValueError("changed")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError):
+            raise FeatureCacheError(index_path, "store shard changed or vanished while in use; run the command again") from None
+        return keys, sources, shard.written
+
     # --- queries -----------------------------------------------------------------------------
 
+    def _keyed(self) -> None:
+        if not self.index_keys:
+            raise TypeError("this FeatureStore was opened with index_keys=False: it has no key index")
+
     def __len__(self) -> int:
+        self._keyed()
         return len(self._index)
 
     def __contains__(self, key: str) -> bool:
+        self._keyed()
         return key in self._index
 
     def keys(self) -> list[str]:
+        self._keyed()
         return list(self._index)
 
     def is_current(self, key: str, path: str | os.PathLike) -> bool:
         """True if `key` is stored and its file has not changed since it was encoded."""
+        self._keyed()
         if key not in self._index:
             return False
         shard, row = self._index[key]
@@ -308,6 +372,7 @@ class FeatureStore:
 
     def positions(self, keys: Iterable[str]) -> np.ndarray:
         """(N, 2) int64 (shard, row) of each key, for `gather`; KeyError names a missing key."""
+        self._keyed()
         return np.array([self._index[k] for k in keys], dtype=np.int64).reshape(-1, 2)
 
     def gather(self, positions: np.ndarray, dtype: npt.DTypeLike = np.float32) -> np.ndarray:

@@ -3,11 +3,18 @@
 One example per caption (teacher forcing over the whole caption). Batches hold captions of
 similar length to waste little work on padding; every epoch's order is a pure function of
 (seed, epoch), which is what makes resume exact.
+
+`CaptionArrays` holds a split in memory (the file formats: Flickr8k, CSV, ...);
+`captioner.training.stream.StreamedCaptions` keeps a sharded dataset's split on disk. Both give
+an epoch's global batches as (store positions (B, 2), tokens (B, T)) through `epoch_batches` and a
+`tf.data` pipeline through `dataset`, which is all the training loop uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +24,24 @@ from captioner.models.base import GRID
 from captioner.vocab import Vocabulary
 
 BUCKET_BATCHES = 32  # batches per length-sorting window: similar lengths, still well shuffled
+
+
+class CaptionRows(Protocol):
+    """One split's captions, wherever they are: what training reads (`CaptionArrays`, `StreamedCaptions`)."""
+
+    @property
+    def max_length(self) -> int: ...  # T, tokens per row
+
+    @property
+    def images(self) -> int: ...  # images the captions are of
+
+    def __len__(self) -> int: ...  # captions
+
+    def epoch_batches(self, batch_size: int, seed: int | None = None, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def reader(self, store: FeatureStore, features: str) -> FeatureReader: ...
+
+    def dataset(self, reader: FeatureReader, batch_size: int, seed: int | None = None, epoch: int = 0) -> tf.data.Dataset: ...
 
 
 @dataclasses.dataclass
@@ -34,6 +59,29 @@ class CaptionArrays:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @property
+    def images(self) -> int:
+        return len(self.keys)
+
+    @property
+    def max_length(self) -> int:
+        return int(self.tokens.shape[1])
+
+    def reader(self, store: FeatureStore, features: str) -> FeatureReader:
+        """The feature reader for `dataset`'s batches (they carry image numbers)."""
+        return FeatureReader(store, self.positions, features)
+
+    def epoch_batches(self, batch_size: int, seed: int | None = None, epoch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches of (store positions (B, 2) int64, tokens (B, T)): in `epoch_order`, or in row order without a seed."""
+        order = np.arange(len(self)) if seed is None else epoch_order(self.lengths, batch_size, seed, epoch)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            yield self.positions[self.image_index[rows]], self.tokens[rows]
+
+    def dataset(self, reader: FeatureReader, batch_size: int, seed: int | None = None, epoch: int = 0) -> tf.data.Dataset:
+        """One epoch's batches (in row order without a seed), as `make_dataset` makes them."""
+        return make_dataset(self, reader, batch_size, None if seed is None else epoch_order(self.lengths, batch_size, seed, epoch))
 
 
 def encode_captions(captions: dict[str, list[str]], vocab: Vocabulary, max_length: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -53,8 +101,21 @@ def encode_captions(captions: dict[str, list[str]], vocab: Vocabulary, max_lengt
 
 
 def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> np.ndarray:
-    """Example order for one epoch: shuffled, then length-sorted inside windows, batches shuffled."""
-    rng = np.random.default_rng([seed, epoch])
+    """Example order for one epoch: shuffled, then length-sorted inside windows, batches shuffled.
+
+    Args:
+        lengths: (N,) each caption's length in tokens.
+        batch_size: examples per batch.
+        seed, epoch: the order is a pure function of these (and `lengths`).
+
+    Returns:
+        (N,) a permutation of range(N): whole batches first, in random order, then the one short batch.
+    """
+    return shuffled_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
+
+
+def shuffled_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """`epoch_order` with its random generator given: (N,) lengths -> (N,) order, the short batch last."""
     order = rng.permutation(len(lengths))
     window = batch_size * BUCKET_BATCHES
     for start in range(0, len(order), window):
@@ -67,9 +128,16 @@ def epoch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> 
 
 
 class FeatureReader:
-    """Reads the features of a batch of images from the store, shaped for one kind of decoder."""
+    """Reads the features of a batch of images from the store, shaped for one kind of decoder.
 
-    def __init__(self, store: FeatureStore, positions: np.ndarray, features: str) -> None:
+    Args:
+        store: the feature store.
+        positions: (I, 2) (shard, row) of image number i, for `read`; None when batches carry
+            their store positions themselves (`read_at`).
+        features: the decoder's kind of features (`GRID` or pooled).
+    """
+
+    def __init__(self, store: FeatureStore, positions: np.ndarray | None, features: str) -> None:
         self.store = store
         self.positions = positions
         self.grid = features == GRID
@@ -80,10 +148,20 @@ class FeatureReader:
 
     def read(self, image_index: np.ndarray) -> np.ndarray:
         """(B,) image numbers -> (B, D) or (B, L, D) float32."""
+        if self.positions is None:
+            raise TypeError("this FeatureReader was made without image positions: use read_at")
         return self.store.gather(self.positions[image_index]).reshape(self.shape)
+
+    def read_at(self, positions: np.ndarray) -> np.ndarray:
+        """(B, 2) store positions (shard, row) -> (B, D) or (B, L, D) float32."""
+        return self.store.gather(positions).reshape(self.shape)
 
     def tf_read(self, image_index: tf.Tensor) -> tf.Tensor:
         features = tf.numpy_function(self.read, [image_index], tf.float32, stateful=False)
+        return tf.ensure_shape(features, [None, *self.shape[1:]])
+
+    def tf_read_at(self, positions: tf.Tensor) -> tf.Tensor:
+        features = tf.numpy_function(self.read_at, [positions], tf.float32, stateful=False)
         return tf.ensure_shape(features, [None, *self.shape[1:]])
 
 

@@ -2,8 +2,9 @@
 
 How a run is split, and why the result equals one worker's with the same global batch:
 
-- Every worker holds the captions (small) and computes the same epoch order (`epoch_order`) and so
-  the same global batches of `batch_size` captions. Worker r takes the r-th of N near-equal slices
+- Every worker reads the same captions (in memory, or a sharded set's caption files on disk that
+  the chief wrote) and computes the same epoch order (`epoch_order`, or `pooled_order` for caption
+  files) and so the same global batches of `batch_size` captions. Worker r takes the r-th of N near-equal slices
   of each global batch and reads only those images' features from the feature store: each worker
   reads its part of the store, and the parts together are the batch one worker would read.
 - A worker's loss is its slice's summed token loss divided by the *global* batch's token count,
@@ -42,7 +43,7 @@ import tensorflow as tf
 
 from captioner.errors import ArgumentError
 from captioner.models.base import Decoder
-from captioner.training.batches import CaptionArrays, FeatureReader
+from captioner.training.batches import CaptionRows, FeatureReader
 from captioner.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -163,31 +164,29 @@ class GroupTrainer:
     def train_step(self, inputs: tuple[tf.Tensor, tf.Tensor], targets: tf.Tensor, global_tokens: tf.Tensor, share: tf.Tensor) -> tf.Tensor:
         return self._step(inputs, targets, global_tokens, share)
 
-    def batches(self, arrays: CaptionArrays, reader: FeatureReader, batch_size: int, order: np.ndarray) -> tf.data.Dataset:
-        """This worker's slices of the global batches: ((features, inputs), targets, global tokens, share)."""
+    def batches(self, rows: CaptionRows, reader: FeatureReader, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+        """This worker's slices of the epoch's global batches: ((features, inputs), targets, global tokens, share)."""
         rank, size = self.group.rank, self.group.size
         shape = reader.shape[1:]
 
         def slices() -> Iterator[tuple[np.ndarray, np.ndarray, np.int32, np.float32, np.float32]]:
-            for start in range(0, len(order), batch_size):
-                batch = order[start : start + batch_size]
-                if len(batch) < size:  # too small to give every worker a caption: skipped by all alike
+            for positions, tokens in rows.epoch_batches(batch_size, seed, epoch):  # (B, 2), (B, T)
+                if len(tokens) < size:  # too small to give every worker a caption: skipped by all alike
                     continue
-                tokens = arrays.tokens[batch]
-                local = np.array_split(batch, size)[rank]
+                local = np.array_split(np.arange(len(tokens)), size)[rank]
                 # Padded to the whole batch's longest caption, as one worker pads it: a decoder whose
                 # regulariser counts padded steps (attention's counts the step fed <end>) sees the same.
                 length = np.int32((tokens != 0).sum(axis=1).max())
-                yield arrays.image_index[local], arrays.tokens[local], length, np.float32((tokens[:, 1:] != 0).sum()), np.float32(len(local) / len(batch))
+                yield positions[local], tokens[local], length, np.float32((tokens[:, 1:] != 0).sum()), np.float32(len(local) / len(tokens))
 
-        def to_batch(image_index: tf.Tensor, tokens: tf.Tensor, length: tf.Tensor, global_tokens: tf.Tensor, share: tf.Tensor) -> tuple:
+        def to_batch(positions: tf.Tensor, tokens: tf.Tensor, length: tf.Tensor, global_tokens: tf.Tensor, share: tf.Tensor) -> tuple:
             tokens = tokens[:, :length]
-            features = tf.ensure_shape(reader.tf_read(image_index), [None, *shape])
+            features = tf.ensure_shape(reader.tf_read_at(positions), [None, *shape])
             return (features, tokens[:, :-1]), tokens[:, 1:], global_tokens, share
 
         signature = (
-            tf.TensorSpec((None,), tf.int32),
-            tf.TensorSpec((None, arrays.tokens.shape[1]), tf.int32),
+            tf.TensorSpec((None, 2), tf.int64),
+            tf.TensorSpec((None, rows.max_length), tf.int32),
             tf.TensorSpec((), tf.int32),
             tf.TensorSpec((), tf.float32),
             tf.TensorSpec((), tf.float32),

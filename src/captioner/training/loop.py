@@ -6,10 +6,14 @@ A run directory holds:
     vocab.json          the vocabulary built from the training split
     checkpoint.npz      model + optimizer variables + progress after the last finished epoch
     model/              the best model so far (by validation loss), a complete captioner
+    captions/           a sharded dataset's (WebDataset, Parquet) captions encoded on disk
+                        (`captioner.training.stream`), rebuilt at every start
 
 Resuming restores model, optimizer (moments and step count) and dropout random state, and every
 epoch's batch order is a function of (seed, epoch), so an interrupted run continues exactly as an
-uninterrupted one would. It continues the run as it was configured; only `epochs` may be changed,
+uninterrupted one would. A sharded dataset is never held in memory: its captions are streamed from
+the shards once per start into `captions/` and read from there a pool of rows at a time, so that
+training's memory does not grow with the number of images. It continues the run as it was configured; only `epochs` may be changed,
 and only when asked for.
 """
 
@@ -32,13 +36,14 @@ from tqdm.auto import tqdm
 
 from captioner import atomic
 from captioner.artifacts import CaptionerConfig, save_captioner
-from captioner.data import CaptionDataset, is_sharded, load_dataset, open_sharded
+from captioner.data import CaptionDataset, ShardedSource, is_sharded, load_dataset, open_sharded
 from captioner.data.skipped import log_skipped_lines
 from captioner.errors import ArgumentError, FileError, UserError
 from captioner.features import FeatureStore, default_cache_dir, update_features, update_shard_features
 from captioner.models.base import Decoder, build_decoder, decoder_class, make_config
-from captioner.training.batches import CaptionArrays, FeatureReader, encode_captions, epoch_order, make_dataset
+from captioner.training.batches import CaptionArrays, CaptionRows, FeatureReader, encode_captions
 from captioner.training.config import TrainConfig
+from captioner.training.stream_build import StreamedSplits, build_caption_files, open_caption_files
 from captioner.vocab import Vocabulary
 
 if TYPE_CHECKING:
@@ -50,6 +55,7 @@ CONFIG_FILE = "train_config.json"
 VOCAB_FILE = "vocab.json"
 CHECKPOINT_FILE = "checkpoint.npz"
 MODEL_DIR = "model"
+CAPTIONS_DIR = "captions"
 EVAL_BATCH_SIZE = 256
 
 
@@ -96,9 +102,9 @@ class Trainer:
         self.optimizer.apply_gradients(zip(grads, self.decoder.trainable_variables))
         return loss
 
-    def batches(self, arrays: CaptionArrays, reader: FeatureReader, batch_size: int, order: np.ndarray) -> tf.data.Dataset:
-        """One epoch's training batches: the arguments of `train_step`."""
-        return make_dataset(arrays, reader, batch_size, order)
+    def batches(self, rows: CaptionRows, reader: FeatureReader, batch_size: int, seed: int, epoch: int) -> tf.data.Dataset:
+        """One epoch's training batches (its order a function of seed and epoch): the arguments of `train_step`."""
+        return rows.dataset(reader, batch_size, seed, epoch)
 
     def _eval_step(self, inputs: tuple[tf.Tensor, tf.Tensor], targets: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         logits = self.decoder(inputs, training=False)
@@ -157,19 +163,43 @@ def _cleaned(dataset: CaptionDataset, split: str, limit: int | None) -> dict[str
     return captions
 
 
-def _split_arrays(
-    dataset: CaptionDataset, split: str, vocab: Vocabulary, config: TrainConfig, store: FeatureStore, progress: bool, extract: bool = True
-) -> CaptionArrays:
+def _split_arrays(dataset: CaptionDataset, split: str, vocab: Vocabulary, config: TrainConfig, store: FeatureStore, progress: bool) -> CaptionArrays:
+    """A split of a dataset of image files, in memory; its missing features are extracted first."""
     captions = _cleaned(dataset, split, config.limit_images)
-    if extract:
-        report = update_features(store, {k: dataset.image_path(k) for k in captions}, progress=progress)
-        if report.encoded or report.failed:
-            log.info("%s: %s", split, report)
-        captions = {k: v for k, v in captions.items() if k not in report.failed}
-    else:  # a sharded dataset, extracted shard by shard beforehand: its readable images are in the store
-        captions = {k: v for k, v in captions.items() if k in store}
+    report = update_features(store, {k: dataset.image_path(k) for k in captions}, progress=progress)
+    if report.encoded or report.failed:
+        log.info("%s: %s", split, report)
+    captions = {k: v for k, v in captions.items() if k not in report.failed}
     keys, image_index, tokens = encode_captions(captions, vocab, config.max_length)
     return CaptionArrays(image_index, tokens, keys, store.positions(keys))
+
+
+def _stream_captions(config: TrainConfig, source: ShardedSource, store: FeatureStore, vocab: Vocabulary | None, chief: bool, verbose: bool) -> StreamedSplits:
+    """A sharded dataset's splits on disk: the chief writes them (and a new run's vocabulary), every worker opens them."""
+    run_dir = Path(config.output)
+    if chief:
+        fresh = vocab is None
+        vocab, report = build_caption_files(
+            source,
+            store,
+            run_dir / CAPTIONS_DIR,
+            train_split=config.train_split,
+            val_split=config.val_split,
+            max_length=config.max_length,
+            min_word_count=config.min_word_count,
+            vocab=vocab,
+            limit_images=config.limit_images,
+            allow_outside_paths=config.allow_outside_paths,
+            given=config.data,
+        )
+        summary = report.summary(verbose)
+        if summary:
+            log.warning("%s", summary)
+        if fresh:
+            vocab.save(run_dir / VOCAB_FILE)
+    else:  # after the chief: its vocabulary and files
+        vocab = Vocabulary.load(run_dir / VOCAB_FILE)
+    return open_caption_files(run_dir / CAPTIONS_DIR, store, vocab)
 
 
 def _prepare_run(config: TrainConfig, resume: bool, epochs: int | None, chief: bool = True) -> TrainConfig:
@@ -217,39 +247,54 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
     chief = group is None or group.is_chief
     config = _prepare_run(config, resume, epochs, chief)
     run_dir = Path(config.output)
-    dataset = load_dataset(config.data, config.data_format, image_dir=config.image_dir, allow_outside_paths=config.allow_outside_paths)
-    log_skipped_lines(dataset, verbose)
-    dataset_info = dataset.describe(config.data)
-    if resume:
-        vocab = Vocabulary.load(run_dir / VOCAB_FILE)
+    sharded = is_sharded(config.data, config.data_format)
+    source: ShardedSource | None = None
+    vocab: Vocabulary | None = Vocabulary.load(run_dir / VOCAB_FILE) if resume else None
+    if sharded:  # WebDataset / Parquet: images are inside the shards; captions are streamed to disk below
+        source = open_sharded(config.data, config.data_format)
+        image_dir = Path(config.image_dir) if config.image_dir else source.root
     else:
-        train_captions = _cleaned(dataset, config.train_split, config.limit_images)
-        if not train_captions:
-            raise ArgumentError(f"{config.data}: the {config.train_split!r} split has no usable captions")
-        vocab = Vocabulary.build((c for cs in train_captions.values() for c in cs), min_count=config.min_word_count)
-        del train_captions  # _split_arrays cleans them again; two copies would double this peak
-        if chief:
-            vocab.save(run_dir / VOCAB_FILE)
+        dataset = load_dataset(config.data, config.data_format, image_dir=config.image_dir, allow_outside_paths=config.allow_outside_paths)
+        log_skipped_lines(dataset, verbose)
+        dataset_info = dataset.describe(config.data)
+        image_dir = dataset.image_dir
+        if vocab is None:
+            train_captions = _cleaned(dataset, config.train_split, config.limit_images)
+            if not train_captions:
+                raise ArgumentError(f"{config.data}: the {config.train_split!r} split has no usable captions")
+            vocab = Vocabulary.build((c for cs in train_captions.values() for c in cs), min_count=config.min_word_count)
+            del train_captions  # _split_arrays cleans them again; two copies would double this peak
+            if chief:
+                vocab.save(run_dir / VOCAB_FILE)
 
     kind = decoder_class(config.decoder).features
     store = FeatureStore(
-        default_cache_dir(dataset.image_dir, config.encoder, kind == "grid", config.encoder_weights, config.cache_dir),
+        default_cache_dir(image_dir, config.encoder, kind == "grid", config.encoder_weights, config.cache_dir),
         config.encoder,
         config.encoder_weights,
         spatial=kind == "grid",
+        index_keys=not sharded,  # a sharded set's images are found a source shard at a time
     )
-    sharded = is_sharded(config.data, config.data_format)
+    train_rows: CaptionRows
+    val_rows: CaptionRows
     with group.chief_first() if group is not None else contextlib.nullcontext():  # the chief extracts, the others then find it done
-        if sharded:  # WebDataset / Parquet: images are inside the shards, encoded a shard at a time
-            report = update_shard_features(store, open_sharded(config.data, config.data_format), progress=progress)
+        if source is not None:  # images are encoded a shard at a time, then captions streamed to disk
+            report = update_shard_features(store, source, progress=progress)
             if report.encoded or report.failed:
                 log.info("features: %s", report)
-        store.refresh()
-        train_arrays = _split_arrays(dataset, config.train_split, vocab, config, store, progress, extract=not sharded)
-        val_arrays = _split_arrays(dataset, config.val_split, vocab, config, store, progress, extract=not sharded)
-    if not len(train_arrays):
+            store.refresh()
+            streamed = _stream_captions(config, source, store, vocab, chief, verbose)
+            vocab, train_rows, val_rows, dataset_info = streamed.vocab, streamed.train, streamed.val, streamed.dataset_info
+        else:
+            assert vocab is not None
+            store.refresh()
+            train_rows = _split_arrays(dataset, config.train_split, vocab, config, store, progress)
+            val_rows = _split_arrays(dataset, config.val_split, vocab, config, store, progress)
+    if source is not None and not streamed.listed_train_images:
+        raise ArgumentError(f"{config.data}: the {config.train_split!r} split has no usable captions")
+    if not len(train_rows):
         raise ArgumentError(f"{config.data}: no training image could be read")
-    if not len(val_arrays):
+    if not len(val_rows):
         log.warning("the %r split has no usable captions: training without model selection (the last epoch's model is kept)", config.val_split)
 
     keras.utils.set_random_seed(config.seed)
@@ -270,26 +315,25 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, epoc
     if resume:
         state = trainer.load_checkpoint(run_dir / CHECKPOINT_FILE)
         log.info("resuming %s after epoch %d of %d", run_dir, state["epoch"], config.epochs)
-    train_reader = FeatureReader(store, train_arrays.positions, kind)
-    val_data = make_dataset(val_arrays, FeatureReader(store, val_arrays.positions, kind), EVAL_BATCH_SIZE) if len(val_arrays) else None
+    train_reader = train_rows.reader(store, kind)
+    val_data = val_rows.dataset(val_rows.reader(store, kind), EVAL_BATCH_SIZE) if len(val_rows) else None
 
-    n_train = len(train_arrays)
+    n_train = len(train_rows)
     log.info(
         "training the %s decoder on %d images / %d captions, validating on %d captions; vocabulary %d words",
         config.decoder,
-        len(train_arrays.keys),
+        train_rows.images,
         n_train,
-        len(val_arrays),
+        len(val_rows),
         len(vocab),
     )
     for epoch in range(state["epoch"], config.epochs):
         if val_data is not None and epoch - state["best_epoch"] >= config.patience:
             break
         trainer.optimizer.learning_rate.assign(config.learning_rate * config.lr_decay**epoch)
-        order = epoch_order(train_arrays.lengths, config.batch_size, config.seed, epoch)
         started = time.perf_counter()
         bar = tqdm(
-            trainer.batches(train_arrays, train_reader, config.batch_size, order),
+            trainer.batches(train_rows, train_reader, config.batch_size, config.seed, epoch),
             total=math.ceil(n_train / config.batch_size),
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
