@@ -6,8 +6,9 @@ tar shards of `--per-shard` images. Then, each in a fresh process so that the pe
 
 - extract: `update_shard_features` over every source shard into a feature store;
 - train:   `captioner.training.train` for one epoch on the same WebDataset folder (its features
-           are all in the store, so training reads captions from the shards and features from the
-           memory-mapped store).
+           are all in the store, so training streams the captions from the shards into caption
+           files in the run directory, then reads those a pool of rows at a time and the features
+           from the memory-mapped store).
 
 The encoder is a tiny stand-in registered by this script (`bench_tiny`: two strided convolutions,
 32 px in, a 64-wide pooled feature), because EfficientNet-Lite0 encodes ~35 images/s on two cores:
@@ -15,16 +16,17 @@ The encoder is a tiny stand-in registered by this script (`bench_tiny`: two stri
 encode, write store shards, mark source shards done; then stream captions, map features, train) is
 the real one; only the network is small. The decoder is small too (`--units`).
 
-Reported: peak RSS of each step at each size and the difference between sizes, in MiB and bytes
-per image. Flat memory means the difference stays a small fraction of the total.
+Reported: peak RSS of each step at each size and the difference between consecutive sizes, in MiB
+and bytes per added image. Flat memory means the difference stays a small fraction of the total.
 
 Usage:
-    python benchmarks/scale_memory.py [--sizes 10000 100000] [--json out.json]
+    python benchmarks/scale_memory.py [--sizes 10000 100000 300000] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -134,19 +136,20 @@ def main() -> None:
             if done.returncode != 0 or line is None:
                 sys.exit(f"{phase} at {n:,} images failed:\n{done.stderr[-3000:]}")
             results[n][phase] = json.loads(line[len("RESULT ") :])
-            print(f"{n:,} images, {phase}: peak RSS {results[n][phase]['peak_rss_mib']:.0f} MiB in {results[n][phase]['seconds']:.0f} s", flush=True)
+            print(f"{n:,} images, {phase}: peak RSS {results[n][phase]['peak_rss_mib']:.1f} MiB in {results[n][phase]['seconds']:.0f} s", flush=True)
     rows = []
     for phase in ("extract", "train"):
         for n in args.sizes:
             rows.append([phase, f"{n:,}", results[n][phase]["peak_rss_mib"], results[n][phase]["seconds"], n / results[n][phase]["seconds"]])
     _common.print_table(["step", "images", "peak RSS MiB", "seconds", "images/s"], rows, title=f"bench_tiny encoder (32 px), {args.per_shard} images per shard")
-    if len(args.sizes) >= 2:
-        small, large = min(args.sizes), max(args.sizes)
-        for phase in ("extract", "train"):
+    sizes = sorted(args.sizes)
+    pairs = list(itertools.pairwise(sizes)) + ([(sizes[0], sizes[-1])] if len(sizes) > 2 else [])
+    for phase in ("extract", "train"):
+        for small, large in pairs:
             grow = results[large][phase]["peak_rss_mib"] - results[small][phase]["peak_rss_mib"]
             share = 100 * grow / results[small][phase]["peak_rss_mib"]
             per_image = grow * 2**20 / (large - small)
-            print(f"{phase}: {small:,} -> {large:,} images: peak RSS {grow:+.0f} MiB ({share:+.1f} %, {per_image:+.0f} bytes per added image)")
+            print(f"{phase}: {small:,} -> {large:,} images: peak RSS {grow:+.1f} MiB ({share:+.1f} %, {per_image:+.1f} bytes per added image)")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
 
