@@ -19,6 +19,11 @@ the real one; only the network is small. The decoder is small too (`--units`).
 Reported: peak RSS of each step at each size and the difference between consecutive sizes, in MiB
 and bytes per added image. Flat memory means the difference stays a small fraction of the total.
 
+A training process's RSS also creeps up with the number of training steps for a while (TensorFlow's
+allocator and kernel caches: ~6 MiB from 30 to 300 steps here, then flat), whatever the data. So
+a control run trains the smallest set for as many epochs as make the largest set's one-epoch step
+count (`--no-control` skips it); the largest set against the control is what grows with the set.
+
 Usage:
     python benchmarks/scale_memory.py [--sizes 10000 100000 300000] [--json out.json]
 """
@@ -74,7 +79,7 @@ def phase_extract(work: Path, batch_size: int) -> dict:
     return {"seconds": time.perf_counter() - started, "encoded": report.encoded, "store_images": len(store)}
 
 
-def phase_train(work: Path, units: int, batch_size: int) -> dict:
+def phase_train(work: Path, units: int, batch_size: int, epochs: int = 1) -> dict:
     from captioner.training import TrainConfig, train
 
     config = TrainConfig(
@@ -83,7 +88,8 @@ def phase_train(work: Path, units: int, batch_size: int) -> dict:
         encoder=TINY,
         encoder_weights=None,
         cache_dir=str(work / "cache"),
-        epochs=1,
+        epochs=epochs,
+        patience=epochs,  # every epoch runs, improving or not
         batch_size=batch_size,
         units=units,
         embedding_dim=units,
@@ -99,7 +105,7 @@ def phase_train(work: Path, units: int, batch_size: int) -> dict:
 def run_phase(args: argparse.Namespace) -> None:
     register_tiny_encoder()
     work = Path(args.work)
-    result = phase_extract(work, args.batch_size) if args.phase == "extract" else phase_train(work, args.units, args.train_batch_size)
+    result = phase_extract(work, args.batch_size) if args.phase == "extract" else phase_train(work, args.units, args.train_batch_size, args.epochs)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -114,7 +120,11 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=64, help="decoder width (embedding too)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the shards and stores (default: a new temporary one)")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--no-control", dest="control", action="store_false", help="skip the control run (the smallest set trained for as many steps as the largest)"
+    )
     parser.add_argument("--phase", choices=("extract", "train"), help=argparse.SUPPRESS)
+    parser.add_argument("--epochs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         run_phase(args)
@@ -129,20 +139,29 @@ def main() -> None:
             _shards.write_shards(work / "wds", n, args.per_shard, args.size)
         results[n] = {"write_seconds": time.perf_counter() - started}
         for phase in ("extract", "train"):
-            command = [sys.executable, __file__, "--phase", phase, "--work", str(work), "--batch-size", str(args.batch_size)]
-            command += ["--train-batch-size", str(args.train_batch_size), "--units", str(args.units)]
-            done = subprocess.run(command, capture_output=True, text=True)
-            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if done.returncode != 0 or line is None:
-                sys.exit(f"{phase} at {n:,} images failed:\n{done.stderr[-3000:]}")
-            results[n][phase] = json.loads(line[len("RESULT ") :])
+            results[n][phase] = run_step(args, work, phase)
             print(f"{n:,} images, {phase}: peak RSS {results[n][phase]['peak_rss_mib']:.1f} MiB in {results[n][phase]['seconds']:.0f} s", flush=True)
+    sizes = sorted(args.sizes)
+    control = None
+    if args.control and len(sizes) >= 2:
+        epochs = round(sizes[-1] / sizes[0])
+        control = run_step(args, root / f"n{sizes[0]}", "train", epochs)
+        print(f"{sizes[0]:,} images x {epochs} epochs (control), train: peak RSS {control['peak_rss_mib']:.1f} MiB in {control['seconds']:.0f} s", flush=True)
     rows = []
     for phase in ("extract", "train"):
         for n in args.sizes:
             rows.append([phase, f"{n:,}", results[n][phase]["peak_rss_mib"], results[n][phase]["seconds"], n / results[n][phase]["seconds"]])
+    if control is not None:
+        rows.append(
+            [
+                f"train, {control['epochs']} epochs",
+                f"{sizes[0]:,}",
+                control["peak_rss_mib"],
+                control["seconds"],
+                sizes[0] * control["epochs"] / control["seconds"],
+            ]
+        )
     _common.print_table(["step", "images", "peak RSS MiB", "seconds", "images/s"], rows, title=f"bench_tiny encoder (32 px), {args.per_shard} images per shard")
-    sizes = sorted(args.sizes)
     pairs = list(itertools.pairwise(sizes)) + ([(sizes[0], sizes[-1])] if len(sizes) > 2 else [])
     for phase in ("extract", "train"):
         for small, large in pairs:
@@ -150,8 +169,27 @@ def main() -> None:
             share = 100 * grow / results[small][phase]["peak_rss_mib"]
             per_image = grow * 2**20 / (large - small)
             print(f"{phase}: {small:,} -> {large:,} images: peak RSS {grow:+.1f} MiB ({share:+.1f} %, {per_image:+.1f} bytes per added image)")
+    if control is not None:
+        grow = results[sizes[-1]]["train"]["peak_rss_mib"] - control["peak_rss_mib"]
+        per_image = grow * 2**20 / (sizes[-1] - sizes[0])
+        print(
+            f"train: {sizes[-1]:,} images x 1 epoch vs {sizes[0]:,} x {control['epochs']} epochs (as many steps): peak RSS {grow:+.1f} MiB "
+            f"({100 * grow / control['peak_rss_mib']:+.1f} %, {per_image:+.1f} bytes per added image)"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
+        summary = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "results": results, "control": control}
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+def run_step(args: argparse.Namespace, work: Path, phase: str, epochs: int = 1) -> dict:
+    """Runs one step in a fresh process; returns its RESULT (peak RSS, seconds, ...)."""
+    command = [sys.executable, __file__, "--phase", phase, "--work", str(work), "--batch-size", str(args.batch_size), "--epochs", str(epochs)]
+    command += ["--train-batch-size", str(args.train_batch_size), "--units", str(args.units)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if done.returncode != 0 or line is None:
+        sys.exit(f"{phase} in {work} failed:\n{done.stderr[-3000:]}")
+    return {**json.loads(line[len("RESULT ") :]), "epochs": epochs}
 
 
 if __name__ == "__main__":
