@@ -172,7 +172,7 @@ class StreamedCaptions:
             manifest = json.loads((directory / MANIFEST).read_text())
             info = manifest["splits"][split]
         except (OSError, ValueError, KeyError, TypeError):
-            raise FileError(directory / MANIFEST, "missing or unreadable; train again without --resume's files removed") from None
+            raise FileError(directory / MANIFEST, "missing or unreadable; start the run again without --resume") from None
         self.directory = directory
         self.manifest: dict = manifest
         self.images: int = int(info["images"])
