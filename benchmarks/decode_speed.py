@@ -25,7 +25,6 @@ The default model is the shipped one (`captioner.defaults.default_model_dir()`).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import _common
 
@@ -34,7 +33,7 @@ TARGET_RATIO = 2.0  # beam 3 under 2x greedy's time per caption at batch 1
 
 def main(argv: list[str] | None = None) -> dict:
     parser = _common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=_common.DEFAULT_MODEL, help="trained captioner directory")
+    parser.add_argument("--model", default=str(_common.DEFAULT_MODEL), help="trained captioner directory or shipped model name")
     parser.add_argument("--beams", nargs="+", type=int, default=[1, 3, 5], help="beam sizes; 1 is greedy search")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 64])
     parser.add_argument("--calls-at-1", type=int, default=50, help="timed calls at batch size 1")
@@ -47,10 +46,12 @@ def main(argv: list[str] | None = None) -> dict:
     from captioner.artifacts import ModelDirError, load_captioner
     from captioner.data import load_dataset
     from captioner.decoding import SearchDecoder
+    from captioner.defaults import resolve_model
     from captioner.features import FeatureStore, default_cache_dir, update_features
     from captioner.models.base import GRID
     from captioner.training.batches import FeatureReader
 
+    args.model = resolve_model(args.model)
     try:
         decoder, vocab, config = load_captioner(args.model)
     except ModelDirError as err:

@@ -11,8 +11,8 @@ tar shards of `--per-shard` images. Then, each in a fresh process so that the pe
            from the memory-mapped store).
 
 The encoder is a tiny stand-in registered by this script (`bench_tiny`: two strided convolutions,
-32 px in, a 64-wide pooled feature), because EfficientNet-Lite0 encodes ~35 images/s on two cores:
-100,000 images would take about 50 minutes per run. The code path (decode from the tar, batch,
+32 px in, a 64-wide pooled feature), because EfficientNet-Lite0 encodes ~107 images/s on two cores:
+100,000 images would take about 16 minutes per run, 300,000 nearly an hour. The code path (decode from the tar, batch,
 encode, write store shards, mark source shards done; then stream captions, map features, train) is
 the real one; only the network is small. The decoder is small too (`--units`).
 

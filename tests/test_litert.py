@@ -81,3 +81,11 @@ def test_an_unknown_runtime_is_refused(monkeypatch, lite0, pixels):
     monkeypatch.setenv(litert.RUNTIME_ENV, "onnx")
     with pytest.raises(ValueError, match=r"CAPTIONER_ENCODER_RUNTIME='onnx': expected 'litert' or 'tensorflow'"):
         lite0.encode(pixels)
+
+
+def test_a_gpu_keeps_encoders_on_tensorflow_unless_told(lite0, monkeypatch):
+    monkeypatch.delenv(litert.RUNTIME_ENV, raising=False)
+    monkeypatch.setattr(litert, "gpu_present", lambda: True)
+    assert lite0.runtime == "tensorflow"  # LiteRT would run it on the CPU
+    monkeypatch.setenv(litert.RUNTIME_ENV, "litert")
+    assert lite0.runtime == "litert"
