@@ -6,9 +6,9 @@ by the XNNPACK delegate takes ~11 ms, with features equal to within 5e-5 (on val
 (`python benchmarks/encoder_runtime.py`). Conversion takes a few seconds, so a converted
 encoder is kept on disk, named by a hash of its weights, and later processes load it at once.
 
-`LiteFunction` wraps one converted single-input, single-output function: any batch size (the
-interpreter is resized when the batch changes; XNNPACK keeps what it packed), one call at a time
-(a lock: the interpreter is not thread-safe).
+`LiteFunction` wraps one converted single-input, single-output function: any batch size, run a
+few rows at a time (the interpreter is resized when that changes; XNNPACK keeps what it packed),
+one call at a time (a lock: the interpreter is not thread-safe).
 
 Encoders run with TensorFlow instead where TensorFlow sees a GPU, or with
 `CAPTIONER_ENCODER_RUNTIME=tensorflow` (`=litert` forces LiteRT).
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RUNTIME_ENV = "CAPTIONER_ENCODER_RUNTIME"  # "litert" or "tensorflow"; unset: LiteRT unless there is a GPU
 CACHE_FORMAT = 1  # bump when what is converted changes, so older flatbuffers are not reused
+CHUNK = 2  # images per interpreter call: XNNPACK ran Lite2 ~15 % faster per image 2 at a time than 8-32 at a time
 
 
 def wanted() -> bool:
@@ -154,13 +155,16 @@ class LiteFunction:
         self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """(B, ...) float32 -> (B, ...) float32, a fresh array."""
+        """(B, ...) float32 -> (B, ...) float32, a fresh array; run `CHUNK` rows at a time."""
         x = np.ascontiguousarray(x, np.float32)
         with self._lock:
-            if x.shape != self._shape:
-                self._interpreter.resize_tensor_input(self._input["index"], list(x.shape))
-                self._interpreter.allocate_tensors()
-                self._shape = x.shape
-            self._interpreter.set_tensor(self._input["index"], x)
-            self._interpreter.invoke()
-            return np.array(self._interpreter.get_tensor(self._output["index"]))
+            return np.concatenate([self._run(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]) if len(x) else self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input["index"], list(x.shape))
+            self._interpreter.allocate_tensors()
+            self._shape = x.shape
+        self._interpreter.set_tensor(self._input["index"], x)
+        self._interpreter.invoke()
+        return np.array(self._interpreter.get_tensor(self._output["index"]))
