@@ -6,7 +6,8 @@ random pixels with `--random`), alternating the two runtimes round by round so t
 hits both alike:
 
 - TensorFlow: the encoder's compiled `tf.function` (what `CAPTIONER_ENCODER_RUNTIME=tensorflow` runs);
-- LiteRT:     the converted flatbuffer on the XNNPACK delegate (the default).
+- LiteRT:     the converted flatbuffer on the XNNPACK delegate (the default), which takes a
+              batch `captioner.litert.CHUNK` images per interpreter call.
 
 Reported: median ms per image at each batch size, the speed-up, the conversion time, and the
 largest absolute difference between the two runtimes' grids (and the largest grid value, for

@@ -23,8 +23,9 @@ class ServeSettings:
 
     Attributes:
         max_batch: most images one model run takes; 1 runs every request on its own. 8 because on
-            the 2-core machine measured the encoder cost least per image at batches of 4 to 8
-            (larger batches cost more per image there, and more memory).
+            the 2-core machine measured the beam search cost least per image from batches of
+            about 8 (95 captions/s at 8, 94 at 64: `benchmarks/decode_speed.py`), while the
+            encoder (on LiteRT, two images per call) costs the same per image at any batch.
         max_wait_ms: how long the batch worker waits for more requests after the first one arrives.
         max_queue: most images waiting for the model; more are refused with 503 at once.
         max_upload_bytes: most bytes one request body may have (413 above it).
