@@ -11,10 +11,12 @@ A run directory holds:
 
 Resuming restores model, optimizer (moments and step count) and dropout random state, and every
 epoch's batch order is a function of (seed, epoch), so an interrupted run continues exactly as an
-uninterrupted one would. A sharded dataset is never held in memory: its captions are streamed from
-the shards once per start into `captions/` and read from there a pool of rows at a time, so that
-training's memory does not grow with the number of images. It continues the run as it was configured; only `epochs` may be changed,
+uninterrupted one would. It continues the run as it was configured; only `epochs` may be changed,
 and only when asked for.
+
+A sharded dataset is never held in memory: its captions are streamed from the shards once per
+start into `captions/` and read from there a pool of rows at a time, so that training's memory
+does not grow with the number of images.
 """
 
 from __future__ import annotations
