@@ -131,6 +131,7 @@ def cached_convert(function: Any, digest: str, name: str, cache_root: str | os.P
         return path.read_bytes()
     except OSError:
         pass
+    log.info("converting the %s encoder for LiteRT (once; kept at %s)", name, path)
     flatbuffer = convert(function)
     try:
         atomic.write_bytes(path, flatbuffer)
