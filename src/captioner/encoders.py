@@ -173,7 +173,7 @@ class Encoder:
 
     @property
     def runtime(self) -> str:
-        """ "litert" or "tensorflow": what runs the forward pass (see `captioner.litert`)."""
+        """What runs the forward pass: "litert" or "tensorflow" (see `captioner.litert`)."""
         from captioner import litert
 
         return "litert" if isinstance(self.forward(), litert.LiteFunction) else "tensorflow"
