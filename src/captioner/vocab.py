@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from captioner.atomic import write_json
@@ -85,13 +85,17 @@ class Vocabulary:
             The vocabulary, words ordered by count (most frequent first), ties alphabetically,
             so the same captions always give the same ids.
         """
-        if min_count < 1:
-            raise ValueError(f"min_count must be at least 1, not {min_count}")
         counts: Counter[str] = Counter()
         for caption in captions:
             counts.update(clean_caption(caption).split())
-        kept = sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w))
-        return cls(kept)
+        return cls.from_counts(counts, min_count)
+
+    @classmethod
+    def from_counts(cls, counts: Mapping[str, int], min_count: int = 1) -> Vocabulary:
+        """`build` from words already counted: the words seen at least `min_count` times, by count, ties alphabetically."""
+        if min_count < 1:
+            raise ValueError(f"min_count must be at least 1, not {min_count}")
+        return cls(sorted((w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)))
 
     # --- ids --------------------------------------------------------------------------------
 

@@ -71,6 +71,20 @@ def normalize_split(name: str) -> str | None:
     return _SPLIT_ALIASES.get(name.strip().lower())
 
 
+def query_split(name: str, where: Path) -> str | None:
+    """A split name a caller asks for -> train/dev/test, or None for "all".
+
+    Raises:
+        DatasetError: an unknown name (named against `where`).
+    """
+    if name.strip().lower() == "all":
+        return None
+    canonical = normalize_split(name)
+    if canonical is None:
+        raise DatasetError(where, f"unknown split {name!r} (known: {', '.join(_QUERY_SPLITS)}, or val for dev)")
+    return canonical
+
+
 def hashed_split(key: str) -> str:
     """The deterministic split of an image key for datasets without split information.
 
@@ -279,12 +293,10 @@ class CaptionDataset:
         Raises:
             DatasetError: the split name is unknown, or this dataset has no such split.
         """
-        if split.strip().lower() == "all":
-            return list(self.captions)
-        canonical = normalize_split(split)
         where = self.source or self.image_dir
+        canonical = query_split(split, where)
         if canonical is None:
-            raise DatasetError(where, f"unknown split {split!r} (known: {', '.join(_QUERY_SPLITS)}, or val for dev)")
+            return list(self.captions)
         if canonical not in self.splits:
             present = ", ".join(f"{s} ({len(keys):,} images)" for s, keys in self.splits.items()) or "none"
             raise DatasetError(where, f"this {self.name} dataset has no {canonical} split (it has: {present})")

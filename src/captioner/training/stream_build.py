@@ -31,8 +31,8 @@ from typing import BinaryIO
 import numpy as np
 
 from captioner import atomic
-from captioner.data import LoadReport, ShardedSource, normalize_split
-from captioner.data.base import DatasetError
+from captioner.data import LoadReport, ShardedSource
+from captioner.data.base import DatasetError, query_split
 from captioner.data.shards import DatasetSummary
 from captioner.features import FeatureStore
 from captioner.text import clean_caption
@@ -81,10 +81,7 @@ class _Words:
 
     def vocabulary(self, min_count: int) -> Vocabulary:
         """`Vocabulary.build` over the counted captions: frequent words, by count then alphabetically."""
-        if min_count < 1:
-            raise ValueError(f"min_count must be at least 1, not {min_count}")
-        counts, ids = self.counts, self.ids
-        return Vocabulary(sorted((w for w, i in ids.items() if counts[i] >= min_count), key=lambda w: (-counts[ids[w]], w)))
+        return Vocabulary.from_counts({w: self.counts[i] for w, i in self.ids.items()}, min_count)
 
     def table(self, vocab: Vocabulary) -> np.ndarray:
         """(W,) int32 provisional id -> vocabulary id (unknown words: <unk>)."""
@@ -204,12 +201,8 @@ class _Locator:
 
 def _split_test(name: str, where: Path) -> Callable[[str | None], bool]:
     """Whether a sample's split is the one a split name asks for ("all": every split)."""
-    if name.strip().lower() == "all":
-        return lambda split: True
-    canonical = normalize_split(name)
-    if canonical is None:
-        raise DatasetError(where, f"unknown split {name!r} (known: train, dev, test, all, or val for dev)")
-    return lambda split: split == canonical
+    canonical = query_split(name, where)
+    return lambda split: canonical is None or split == canonical
 
 
 def build_caption_files(
