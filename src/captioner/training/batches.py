@@ -13,7 +13,7 @@ an epoch's global batches as (store positions (B, 2), tokens (B, T)) through `ep
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import numpy as np
@@ -150,18 +150,20 @@ class FeatureReader:
         """(B,) image numbers -> (B, D) or (B, L, D) float32."""
         if self.positions is None:
             raise TypeError("this FeatureReader was made without image positions: use read_at")
-        return self.store.gather(self.positions[image_index]).reshape(self.shape)
+        return self.read_at(self.positions[image_index])
 
     def read_at(self, positions: np.ndarray) -> np.ndarray:
         """(B, 2) store positions (shard, row) -> (B, D) or (B, L, D) float32."""
         return self.store.gather(positions).reshape(self.shape)
 
     def tf_read(self, image_index: tf.Tensor) -> tf.Tensor:
-        features = tf.numpy_function(self.read, [image_index], tf.float32, stateful=False)
-        return tf.ensure_shape(features, [None, *self.shape[1:]])
+        return self._in_graph(self.read, image_index)
 
     def tf_read_at(self, positions: tf.Tensor) -> tf.Tensor:
-        features = tf.numpy_function(self.read_at, [positions], tf.float32, stateful=False)
+        return self._in_graph(self.read_at, positions)
+
+    def _in_graph(self, read: Callable[[np.ndarray], np.ndarray], where: tf.Tensor) -> tf.Tensor:
+        features = tf.numpy_function(read, [where], tf.float32, stateful=False)
         return tf.ensure_shape(features, [None, *self.shape[1:]])
 
 
