@@ -46,6 +46,15 @@ def _fake_store(directory, source, keys_left_out=(), mixed=False):
     return FeatureStore(directory, "efficientnet_lite0", weights=None, verify=False, index_keys=False)
 
 
+def _streamed_set(tmp_path, train_split):
+    """30 images in shards of 7, a store of their features and the caption files: (store, vocabulary, train rows)."""
+    write_webdataset(tmp_path / "wds", 30, per_shard=7)
+    source = open_sharded(tmp_path / "wds")
+    store = _fake_store(tmp_path / "store", source)
+    vocab, _ = build_caption_files(source, store, tmp_path / "captions", train_split=train_split, val_split="dev", max_length=12, min_word_count=1)
+    return store, vocab, open_caption_files(tmp_path / "captions", store, vocab).train
+
+
 @pytest.mark.parametrize("mixed", [False, True])
 def test_streamed_token_files_equal_the_in_memory_encoding(tmp_path, mixed):
     extra = {2: {"caption": LONG}, 5: {"caption": "!!!"}, 7: {"split": "val"}, 8: {"split": "val"}, 11: {"caption": LONG.upper()}}
@@ -133,11 +142,7 @@ def test_pooled_order_is_a_deterministic_permutation_of_whole_batches_a_pool_at_
 
 
 def test_streamed_batches_equal_the_in_memory_batches(tmp_path):
-    write_webdataset(tmp_path / "wds", 30, per_shard=7)
-    source = open_sharded(tmp_path / "wds")
-    store = _fake_store(tmp_path / "store", source)
-    vocab, _ = build_caption_files(source, store, tmp_path / "captions", train_split="train", val_split="dev", max_length=12, min_word_count=1)
-    streamed = open_caption_files(tmp_path / "captions", store, vocab).train
+    _, vocab, streamed = _streamed_set(tmp_path, "train")
     keyed = FeatureStore(tmp_path / "store", "efficientnet_lite0", weights=None, verify=False)
     keys, index, tokens = encode_captions(load_dataset(tmp_path / "wds").cleaned("train"), vocab, 12)
     arrays = CaptionArrays(index, tokens, keys, keyed.positions(keys))
@@ -203,11 +208,7 @@ def test_a_worker_groups_slices_of_streamed_batches_make_up_the_one_worker_batch
     from captioner.models.base import POOLED
     from captioner.training.distributed import GroupTrainer
 
-    write_webdataset(tmp_path / "wds", 30, per_shard=7)
-    source = open_sharded(tmp_path / "wds")
-    store = _fake_store(tmp_path / "store", source)
-    vocab, _ = build_caption_files(source, store, tmp_path / "captions", train_split="all", val_split="dev", max_length=12, min_word_count=1)
-    rows = open_caption_files(tmp_path / "captions", store, vocab).train
+    store, _, rows = _streamed_set(tmp_path, "all")
     reader = rows.reader(store, POOLED)
     whole = list(rows.dataset(reader, 8, seed=2, epoch=1).as_numpy_iterator())
     parts = [
