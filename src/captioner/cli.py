@@ -54,6 +54,16 @@ _TRAIN_FLAG_TYPES = {
 # --- the parser (no TensorFlow) -----------------------------------------------------------------------
 
 
+def _add_objects_flag(p: argparse.ArgumentParser) -> None:
+    """`--objects/--no-objects`, for the commands that caption (None: `Captioner`'s default)."""
+    p.add_argument(
+        "--objects",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="name the object the encoder's ImageNet classifier is sure of (default: on); --no-objects gives the plain caption",
+    )
+
+
 def _add_caption(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("caption", help="caption images (files or folders)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
@@ -70,12 +80,7 @@ def _add_caption(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict", action="store_true", help="exit 1 if any image could not be read (default: report it and go on)")
     p.add_argument("--json", action="store_true", help="print one JSON object per image, with its ImageNet tags (attention models: with their weights)")
     p.add_argument("--attention-map", type=Path, metavar="PNG", help="attention models, one image: write the photo with one heat map per word")
-    p.add_argument(
-        "--objects",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="name the object the encoder's ImageNet classifier is sure of (default: on); --no-objects gives the plain caption",
-    )
+    _add_objects_flag(p)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -142,12 +147,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-images", type=positive_int, default=None, help="score only the first N images")
     p.add_argument("--output-dir", type=Path, default=None, help="where to write metrics.json and captions.json (default: runs/eval/<model>-<split>-beam<K>)")
     p.add_argument("--no-java", action="store_true", help="skip the Java-based PTB tokenizer and METEOR")
-    p.add_argument(
-        "--objects",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="name the object the encoder's ImageNet classifier is sure of (default: on); --no-objects gives the plain caption",
-    )
+    _add_objects_flag(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--allow-outside-paths", action="store_true", help="let dataset rows name images outside the dataset folder")
 
