@@ -336,7 +336,7 @@ def build_efficientnet_lite(variant: int = 0, weights: str | os.PathLike | None 
         state = read_torch_state_dict(path)
         load_torch_weights(model, state, source=os.fspath(path))
         if weights == "imagenet":  # keep the classifier head: tags reuse it without reading the file again
-            _HEADS[variant] = (_dense_kernel(state["_fc.weight"]).astype(np.float32), state["_fc.bias"].astype(np.float32))
+            _HEADS[variant] = _head(state)
     return model
 
 
@@ -352,7 +352,7 @@ def imagenet_head(variant: int) -> tuple[np.ndarray, np.ndarray]:
     _check_variant(variant)
     if variant not in _HEADS:
         state = read_torch_state_dict(imagenet_weights_path(variant))
-        _HEADS[variant] = (_dense_kernel(state["_fc.weight"]).astype(np.float32), state["_fc.bias"].astype(np.float32))
+        _HEADS[variant] = _head(state)
     return _HEADS[variant]
 
 
@@ -370,6 +370,11 @@ def _conv_kernel(w: np.ndarray) -> np.ndarray:
 
 def _depthwise_kernel(w: np.ndarray) -> np.ndarray:
     return w.transpose(2, 3, 0, 1)  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+
+
+def _head(state: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The checkpoint's classifier as (kernel (1280, 1000), bias (1000,)) float32."""
+    return _dense_kernel(state["_fc.weight"]).astype(np.float32), state["_fc.bias"].astype(np.float32)
 
 
 def _dense_kernel(w: np.ndarray) -> np.ndarray:
