@@ -30,6 +30,17 @@ class ExtractionReport:
     stale: int = 0  # encoded again because the file changed after it was encoded
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # key -> reason
 
+    def skip(self, key: str, reason: str) -> None:
+        """Records an unreadable image; the first MAX_REPORTED_FAILURES get a warning line each."""
+        self.failed[key] = reason
+        if len(self.failed) <= MAX_REPORTED_FAILURES:
+            log.warning("skipped %s", reason)
+
+    def log_total(self) -> None:
+        """The count of skipped images, when there were more than the warning lines showed."""
+        if len(self.failed) > MAX_REPORTED_FAILURES:
+            log.warning("skipped %d unreadable images in all", len(self.failed))
+
     def __str__(self) -> str:
         changed = f" ({self.stale} changed since last time)" if self.stale else ""
         return f"{self.encoded} images encoded{changed}, {self.reused} reused from cache, {len(self.failed)} skipped"
@@ -63,9 +74,7 @@ def update_features(store: FeatureStore, images: dict[str, Path], batch_size: in
             try:
                 loaded.append(load_image(path, size))
             except ImageError as err:
-                report.failed[key] = str(err)
-                if len(report.failed) <= MAX_REPORTED_FAILURES:
-                    log.warning("skipped %s", err)
+                report.skip(key, str(err))
                 continue
             keys.append(key)
             sources.append(fingerprint)
@@ -78,8 +87,7 @@ def update_features(store: FeatureStore, images: dict[str, Path], batch_size: in
             report.encoded += len(keys)
         bar.update(len(batch))
     bar.close()
-    if len(report.failed) > MAX_REPORTED_FAILURES:
-        log.warning("skipped %d unreadable images in all", len(report.failed))
+    report.log_total()
     store.refresh()
     return report
 

@@ -39,7 +39,7 @@ from captioner.data.base import LoadReport
 from captioner.data.registry import get_format
 from captioner.encoders import encoder_info
 from captioner.errors import ArgumentError
-from captioner.features.extract import DEFAULT_BATCH_SIZE, MAX_REPORTED_FAILURES, ExtractionReport
+from captioner.features.extract import DEFAULT_BATCH_SIZE, ExtractionReport
 from captioner.features.sharded import decode_samples, pending_shards
 from captioner.features.store import FeatureStore, ShardWriter, rows_per_shard, source_fingerprint
 from captioner.images import ImageError, load_image
@@ -215,9 +215,7 @@ def ray_update_features(
                 elif kind == FAILED:
                     failed[shard] = failed.get(shard, 0) + 1
                     seen[shard] = seen.get(shard, 0) + 1
-                    report.failed[str(key)] = str(text)
-                    if len(report.failed) <= MAX_REPORTED_FAILURES:
-                        log.warning("skipped %s", text)
+                    report.skip(str(key), str(text))
                 else:
                     seen[shard] = seen.get(shard, 0) + 1
                     report.encoded += 1
@@ -231,8 +229,7 @@ def ray_update_features(
     finally:
         if started_here:
             ray.shutdown()
-    if len(report.failed) > MAX_REPORTED_FAILURES:
-        log.warning("skipped %d unreadable images in all", len(report.failed))
+    report.log_total()
     return report  # not refreshed: see update_shard_features
 
 
@@ -296,16 +293,13 @@ def ray_update_file_features(
         for batch in dataset.iter_batches(batch_format="numpy", batch_size=None):
             for kind, key, text in zip(batch["kind"], batch["key"], batch["info"]):
                 if kind == FAILED:
-                    report.failed[str(key)] = str(text)
-                    if len(report.failed) <= MAX_REPORTED_FAILURES:
-                        log.warning("skipped %s", text)
+                    report.skip(str(key), str(text))
                 elif kind == IMAGE:
                     report.encoded += 1
     finally:
         if started_here:
             ray.shutdown()
-    if len(report.failed) > MAX_REPORTED_FAILURES:
-        log.warning("skipped %d unreadable images in all", len(report.failed))
+    report.log_total()
     store.refresh()
     return report
 

@@ -15,7 +15,6 @@ features (~32 MiB, `rows_per_shard`), whatever the size of the set.
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +23,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from captioner.data.shards import Sample, ShardedSource
-from captioner.features.extract import DEFAULT_BATCH_SIZE, MAX_REPORTED_FAILURES, ExtractionReport
+from captioner.features.extract import DEFAULT_BATCH_SIZE, ExtractionReport
 from captioner.features.store import STORE_DTYPE, FeatureStore, ShardWriter, rows_per_shard
 from captioner.images import ImageError, load_image
-
-log = logging.getLogger(__name__)
 
 __all__ = ["Decoded", "decode_samples", "pending_shards", "update_shard_features"]
 
@@ -117,9 +114,7 @@ def update_shard_features(store: FeatureStore, source: ShardedSource, batch_size
             parts: list[np.ndarray] = []
             for decoded in _ahead(_batches(source, shard, batch_size), encoder.info.input_size, pool):
                 for key, reason in decoded.failed.items():
-                    report.failed[key] = reason
-                    if len(report.failed) <= MAX_REPORTED_FAILURES:
-                        log.warning("skipped %s", reason)
+                    report.skip(key, reason)
                 failed += len(decoded.failed)
                 if decoded.keys:
                     parts.append(encoder.encode(decoded.pixels, spatial=store.spatial).astype(STORE_DTYPE))
@@ -134,8 +129,7 @@ def update_shard_features(store: FeatureStore, source: ShardedSource, batch_size
             report.encoded += encoded
             bar.update(1)
     bar.close()
-    if len(report.failed) > MAX_REPORTED_FAILURES:
-        log.warning("skipped %d unreadable images in all", len(report.failed))
+    report.log_total()
     # No store.refresh() here: indexing every key would make extraction's memory grow with the set;
     # whoever reads the store next (training) opens the new shards then.
     return report
