@@ -12,8 +12,9 @@ from PIL import Image
 MANIFEST = Path(__file__).resolve().parents[1] / "benchmarks" / "novel_objects" / "photos.json"
 PHOTOS = json.loads(MANIFEST.read_text())["photos"]
 TUNING = [p for p in PHOTOS if p["set"] == "tuning"]  # the photos the method's thresholds were chosen on
-HELDOUT = [p for p in PHOTOS if p["set"] == "heldout"]  # collected after the method was fixed; never used to tune it
-FOLDERS = {"tuning": "photos", "heldout": "heldout"}
+HELDOUT = [p for p in PHOTOS if p["set"] == "heldout"]  # collected after the method was fixed; measured once, then used to develop it
+BLIND = [p for p in PHOTOS if p["set"] == "blind"]  # collected by a written rule for a final one-time check; no test captions them
+FOLDERS = {"tuning": "photos", "heldout": "heldout", "blind": "blind"}
 
 
 def path_of(photo: dict) -> Path:
@@ -21,7 +22,8 @@ def path_of(photo: dict) -> Path:
 
 
 def test_every_photo_is_there_small_and_credited():
-    assert len(TUNING) == 50 and len(HELDOUT) >= 40 and len(TUNING) + len(HELDOUT) == len(PHOTOS)
+    assert len(TUNING) == 50 and len(HELDOUT) >= 40 and len(BLIND) >= 40
+    assert len(TUNING) + len(HELDOUT) + len(BLIND) == len(PHOTOS)
     for photo in PHOTOS:
         assert {"file", "required", "basic", "imagenet_class", "source", "origin", "author", "licence", "set"} <= set(photo)
         assert photo["required"] and photo["author"] and photo["licence"] and photo["source"], photo["file"]
@@ -37,21 +39,37 @@ def test_every_photo_is_there_small_and_credited():
     assert len(set(names)) == len(names)  # the benchmark's JSON keys captions by file name
 
 
-def test_the_held_out_photos_are_new_and_small():
-    """No held-out photo repeats a tuning photo (same bytes or nearly the same picture); the folder stays small."""
+def thumb(photo: dict) -> np.ndarray:
+    """A 16 x 16 bit picture of the photo (brighter than its mean or not): nearly the same picture, nearly the same bits."""
+    with Image.open(path_of(photo)) as image:
+        pixels = np.asarray(image.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float32)
+    return pixels > pixels.mean()
+
+
+def assert_new_and_small(new: list[dict], earlier: list[dict]) -> None:
+    """No photo of `new` repeats one of `earlier` or another of `new` (same bytes or nearly the same picture); they stay small."""
     import hashlib
 
-    def thumb(photo: dict) -> np.ndarray:
-        with Image.open(path_of(photo)) as image:
-            pixels = np.asarray(image.convert("L").resize((16, 16), Image.BILINEAR), dtype=np.float32)
-        return pixels > pixels.mean()
+    digests = {hashlib.sha256(path_of(p).read_bytes()).hexdigest() for p in earlier}
+    seen = [thumb(p) for p in earlier]
+    for photo in new:
+        digest = hashlib.sha256(path_of(photo).read_bytes()).hexdigest()
+        assert digest not in digests, photo["file"]
+        bits = thumb(photo)
+        assert min(int(np.sum(bits != t)) for t in seen) > 20, photo["file"]
+        digests.add(digest)
+        seen.append(bits)
+    assert sum(path_of(p).stat().st_size for p in new) < 3_000_000
 
-    digests = {hashlib.sha256(path_of(p).read_bytes()).hexdigest() for p in TUNING}
-    tuning = [thumb(p) for p in TUNING]
-    for photo in HELDOUT:
-        assert hashlib.sha256(path_of(photo).read_bytes()).hexdigest() not in digests, photo["file"]
-        assert min(int(np.sum(thumb(photo) != t)) for t in tuning) > 20, photo["file"]
-    assert sum(path_of(p).stat().st_size for p in HELDOUT) < 3_000_000
+
+def test_the_held_out_photos_are_new_and_small():
+    """No held-out photo repeats a tuning photo; the folder stays small."""
+    assert_new_and_small(HELDOUT, TUNING)
+
+
+def test_the_blind_photos_are_new_and_small():
+    """No blind photo repeats a tuning or held-out photo, nor another blind one; the folder stays small."""
+    assert_new_and_small(BLIND, TUNING + HELDOUT)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +85,7 @@ def captions():
 
 
 def test_the_shipped_model_names_most_subjects_only_with_the_mode(captions):
-    """On the tuning set only: the held-out set is for blind measurement, so no test pins its captions."""
+    """On the tuning set only: no test pins the captions of the held-out or blind photos."""
     plain, named = captions
 
     def share(caps: list[str], lenient: bool) -> int:
