@@ -2,11 +2,13 @@
 
 import itertools
 
+import keras
 import numpy as np
 import pytest
 
 from captioner import generate_desc
 from captioner.decoding import SearchDecoder
+from captioner.models.attention import AttentionConfig
 from captioner.models.merge import MergeConfig, build_decoder
 from captioner.tutorial import define_model, generate_desc_by_prefix
 from captioner.vocab import Vocabulary
@@ -96,7 +98,35 @@ def test_beam_returns_n_best_sorted_and_distinct(vocab):
         search.beam(features, beam_size=2, num_captions=3)
 
 
+@pytest.mark.parametrize("decoder_name", ["merge", "attention"])
+def test_beam_in_a_batch_equals_each_image_alone(vocab, decoder_name):
+    """The batched search drops images as their beams all end; what each image gets must not change."""
+    rng = np.random.default_rng(8)
+    if decoder_name == "merge":
+        decoder, features = random_decoder(vocab, seed=9), rng.normal(size=(12, FEATURE_DIM))
+    else:
+        config = AttentionConfig(len(vocab), 6, FEATURE_DIM, embedding_dim=8, units=8, dropout=0.0, attention_dim=8, decoder="attention")
+        decoder, features = build_decoder(config), rng.normal(size=(12, 4, FEATURE_DIM))
+        for w in decoder.weights:
+            w.assign(rng.normal(scale=3.0 / np.sqrt(max(w.shape[0], 1)), size=w.shape).astype("float32"))
+    search = SearchDecoder(decoder, vocab, max_length=6)
+    features = features.astype("float32")
+    batched = search.beam(features, beam_size=3, num_captions=3)
+    lengths = {len(h.caption.split()) for hyps in batched for h in hyps}
+    assert len(lengths) > 2 and 6 in lengths  # images end at different steps, some only at max_length
+    for image, hyps in zip(features, batched):
+        alone = search.beam(image[None], beam_size=3, num_captions=3)[0]
+        assert [h.caption for h in hyps] == [h.caption for h in alone]
+        np.testing.assert_allclose([h.score for h in hyps], [h.score for h in alone], rtol=1e-5)
+        for h, a in zip(hyps, alone):
+            if decoder_name == "attention":
+                np.testing.assert_allclose(h.attention, a.attention, atol=1e-6)
+
+
 def test_generate_desc_fast_path_equals_the_seed_loop(vocab):
+    # The same model whatever ran before; one whose first word is not <end> (the seed's loop may
+    # stop at once, the fast path writes at least one word).
+    keras.utils.set_random_seed(1)
     model = define_model(len(vocab), 6, feature_dim=FEATURE_DIM, embedding_dim=8, units=8)
     # Like a trained model, never predict <pad>/<start>/<unk> (the seed's loop has no rule against them).
     bias = model.decoder.output_dense.bias

@@ -1,14 +1,16 @@
 """Caption generation for any `Decoder`: batched greedy and beam search.
 
 Both searches run entirely inside one compiled `tf.function` per call: the decoder steps with
-carried state, one word at a time, and never re-reads the prefix. Decoders that attend return
-their attention weights at each step; the searches carry them so every caption comes with one
-weight map per word.
+carried state, one word at a time, and never re-reads the prefix. Beam search drops an image from
+the batch once all its beams have ended, so in a batch the images that end early stop costing
+steps while the others go on. Decoders that attend return their attention weights at each step;
+the searches carry them so every caption comes with one weight map per word.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -131,43 +133,57 @@ class SearchDecoder:
         batch = tf.shape(features)[0]
         cells = self._cells(features)
         vocab_size = self.decoder.config.vocab_size
-        flat = batch * beam_size
         # Every beam of an image starts from the same memory and initial state.
         memory = tf.nest.map_structure(lambda m: tf.repeat(m, beam_size, axis=0), self.decoder.encode_image(features))
         state = self.decoder.initial_state(memory)
-        token = tf.fill([flat], self.vocab.start_id)  # (B*K,)
+        token = tf.fill([batch * beam_size], self.vocab.start_id)  # (A*K,)
         # Only beam 0 is live at the start, so the first step does not pick K copies of one word.
         first = tf.concat([[0.0], tf.fill([beam_size - 1], -np.inf)], axis=0)
-        log_prob = tf.tile(first[None, :], [batch, 1])  # (B, K)
+        log_prob = tf.tile(first[None, :], [batch, 1])  # (A, K)
         finished = tf.zeros([batch, beam_size], tf.bool)
         length = tf.zeros([batch, beam_size])
-        history = tf.zeros([batch, beam_size, 0], tf.int32)  # (B, K, t)
-        maps = tf.zeros([batch, beam_size, 0, cells])  # (B, K, t, L)
+        history = tf.zeros([batch, beam_size, 0], tf.int32)  # (A, K, t)
+        maps = tf.zeros([batch, beam_size, 0, cells])  # (A, K, t, L)
+        # The search holds only the A images still searching: in a batch, an image whose beams have
+        # all ended is written to the results and dropped, rather than stepped on writing padding.
+        active = tf.range(batch)  # (A,) their places in the batch
+        results = self._empty_results(batch, beam_size, cells)
         # A finished beam may only continue with padding, at no cost.
         pad_only = tf.where(tf.range(vocab_size) == self.vocab.pad_id, 0.0, -np.inf)  # (V,)
         t = tf.constant(0)
-        while t < self.max_length and not tf.reduce_all(finished):
+        while t < self.max_length and tf.size(active) > 0:
             tf.autograph.experimental.set_loop_options(
                 shape_invariants=[(history, tf.TensorShape([None, None, None])), (maps, tf.TensorShape([None, None, None, None]))]
+                + self._shrinking(active, token, log_prob, finished, length, memory, state)
             )
+            images = tf.size(active)
             logits, state, attention = self.decoder_step(memory, token, state, cells)
-            log_probs = self.next_word_log_probs(logits, t, tf.reshape(history, [flat, -1]))
-            log_probs = tf.reshape(log_probs, [batch, beam_size, vocab_size])
+            log_probs = self.next_word_log_probs(logits, t, tf.reshape(history, [images * beam_size, -1]))
+            log_probs = tf.reshape(log_probs, [images, beam_size, vocab_size])
             log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], log_probs)
-            candidates = tf.reshape(log_prob[:, :, None] + log_probs, [batch, beam_size * vocab_size])
-            log_prob, index = tf.math.top_k(candidates, k=beam_size)  # (B, K)
-            parent = index // vocab_size  # (B, K) which beam each survivor extends
+            candidates = tf.reshape(log_prob[:, :, None] + log_probs, [images, beam_size * vocab_size])
+            log_prob, index = tf.math.top_k(candidates, k=beam_size)  # (A, K)
+            parent = index // vocab_size  # (A, K) which beam each survivor extends
             token_2d = index % vocab_size
             finished = tf.gather(finished, parent, batch_dims=1)
             length = tf.gather(length, parent, batch_dims=1) + tf.where(finished, 0.0, 1.0)
             history = tf.concat([tf.gather(history, parent, batch_dims=1), token_2d[:, :, None]], axis=2)
-            step_maps = tf.gather(tf.reshape(attention, [batch, beam_size, cells]), parent, batch_dims=1)
+            step_maps = tf.gather(tf.reshape(attention, [images, beam_size, cells]), parent, batch_dims=1)
             maps = tf.concat([tf.gather(maps, parent, batch_dims=1), step_maps[:, :, None, :]], axis=2)
             finished |= token_2d == self.vocab.end_id
-            rows = tf.reshape(parent + tf.range(batch)[:, None] * beam_size, [flat])
+            rows = tf.reshape(parent + tf.range(images)[:, None] * beam_size, [images * beam_size])
             state = [tf.gather(s, rows) for s in state]
-            token = tf.reshape(token_2d, [flat])
+            token = tf.reshape(token_2d, [images * beam_size])
+            done = tf.reduce_all(finished, axis=1)  # (A,)
+            if tf.reduce_any(done):
+                results = self._write_results(results, done, active, history, log_prob, length, maps)
+                keep_images = functools.partial(tf.boolean_mask, mask=~done)
+                active, log_prob, finished, length, history, maps = (keep_images(x) for x in (active, log_prob, finished, length, history, maps))
+                memory, state, token = tf.nest.map_structure(functools.partial(tf.boolean_mask, mask=tf.repeat(~done, beam_size)), (memory, state, token))
             t += 1
+        # Images still searching when max_length stopped the search.
+        history, log_prob, length, maps = self._write_results(results, tf.ones_like(active, tf.bool), active, history, log_prob, length, maps)
+        history, maps = history[:, :, :t], maps[:, :, :t]
         score = log_prob / tf.maximum(length, 1.0) ** length_penalty
         order = tf.argsort(score, axis=1, direction="DESCENDING", stable=True)
         return (
@@ -176,6 +192,38 @@ class SearchDecoder:
             tf.gather(score, order, batch_dims=1),
             tf.gather(maps, order, batch_dims=1),
         )
+
+    def _empty_results(self, batch: tf.Tensor, beams: tf.Tensor, cells: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """Where a search writes each image's finished beams: history (B, K, max_length), log_prob and length (B, K), maps (B, K, max_length, L)."""
+        return (
+            tf.fill([batch, beams, self.max_length], self.vocab.pad_id),
+            tf.zeros([batch, beams]),
+            tf.zeros([batch, beams]),
+            tf.zeros([batch, beams, self.max_length, cells]),
+        )
+
+    def _write_results(
+        self, results: tuple[tf.Tensor, ...], done: tf.Tensor, active: tf.Tensor, history: tf.Tensor, log_prob: tf.Tensor, length: tf.Tensor, maps: tf.Tensor
+    ) -> tuple[tf.Tensor, ...]:
+        """`results` with the beams of the active images where `done` (A,) is True written at their places in the batch."""
+        at = tf.boolean_mask(active, done)[:, None]
+        steps = tf.shape(history)[2]
+        history = tf.pad(tf.boolean_mask(history, done), [[0, 0], [0, 0], [0, self.max_length - steps]], constant_values=self.vocab.pad_id)
+        out_history, out_log_prob, out_length, out_maps = results
+        if self.attends:  # without attention the maps are (B, K, T, 0): nothing to write
+            maps = tf.pad(tf.boolean_mask(maps, done), [[0, 0], [0, 0], [0, self.max_length - steps], [0, 0]])
+            out_maps = tf.tensor_scatter_nd_update(out_maps, at, maps)
+        return (
+            tf.tensor_scatter_nd_update(out_history, at, history),
+            tf.tensor_scatter_nd_update(out_log_prob, at, tf.boolean_mask(log_prob, done)),
+            tf.tensor_scatter_nd_update(out_length, at, tf.boolean_mask(length, done)),
+            out_maps,
+        )
+
+    @staticmethod
+    def _shrinking(*tensors: Any) -> list[tuple[tf.Tensor, tf.TensorShape]]:
+        """Loop shape invariants for (nests of) tensors whose first axis shrinks as images finish."""
+        return [(x, tf.TensorShape([None]).concatenate(x.shape[1:])) for x in tf.nest.flatten(tensors)]
 
     def _sample_graph(self, features: tf.Tensor, num_samples: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """`num_samples` captions per image drawn from the model's distribution: tokens (B*K, T)."""
