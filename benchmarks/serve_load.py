@@ -13,6 +13,10 @@ threads over loopback, and stops every run by itself after `--requests` requests
 - a soak of `--soak` requests (default 3,000) on the batching server, reading the server's resident
   memory (VmRSS in /proc/<pid>/status) before and after.
 
+Each row also shows the CPU time per request of the server process and of the client threads
+(this process), from /proc and `time.process_time`: on a machine of few cores both share it, so
+they say where the cores went.
+
 It prints the machine line, a Markdown table, and whether each target is met: zero errors at 32
 clients, batching throughput at least 2x one-at-a-time, p95 latency under 1 s at 16 clients, and
 RSS growth under 10 % over the soak. `--json PATH` also writes the results.
@@ -60,6 +64,8 @@ class Run:
     images: int = 0
     rss_start_mib: float = 0.0
     rss_end_mib: float = 0.0
+    client_cpu_s: float = 0.0  # CPU time of this process (the client threads) during the run
+    server_cpu_s: float = 0.0  # CPU time of the server process during the run
 
     @property
     def throughput(self) -> float:
@@ -67,6 +73,9 @@ class Run:
 
     def latency(self, q: float) -> float:
         return percentile(self.latencies_ms, q) if self.latencies_ms else float("nan")
+
+    def cpu_ms_per_request(self, seconds: float) -> float:
+        return seconds / self.requests * 1000 if self.requests else float("nan")
 
     @property
     def mean_batch(self) -> float:
@@ -78,6 +87,8 @@ class Run:
             requests_per_s=round(self.throughput, 2),
             p50_ms=round(self.latency(50), 1),
             p95_ms=round(self.latency(95), 1),
+            client_cpu_ms_per_request=round(self.cpu_ms_per_request(self.client_cpu_s), 2),
+            server_cpu_ms_per_request=round(self.cpu_ms_per_request(self.server_cpu_s), 2),
             p99_ms=round(self.latency(99), 1),
             mean_batch=round(self.mean_batch, 2),
         )
@@ -100,6 +111,13 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Server:
@@ -135,6 +153,9 @@ class Server:
     def rss(self) -> float:
         return rss_mib(self.process.pid)
 
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -154,6 +175,7 @@ def load(server: Server, run: Run, images: list[tuple[str, bytes]], total: int, 
     counter = iter(range(total))
     before = server.worker_stats()
     run.rss_start_mib = server.rss()
+    server_cpu, client_cpu = server.cpu(), time.process_time()
     started = time.perf_counter()
     deadline = started + max_seconds
 
@@ -188,6 +210,7 @@ def load(server: Server, run: Run, images: list[tuple[str, bytes]], total: int, 
     for thread in threads:
         thread.join()
     run.seconds = time.perf_counter() - started
+    run.server_cpu_s, run.client_cpu_s = server.cpu() - server_cpu, time.process_time() - client_cpu
     after = server.worker_stats()
     run.batches = after["batches"] - before["batches"]
     run.images = after["images"] - before["images"]
@@ -214,6 +237,8 @@ def combine(runs: list[Run]) -> Run:
     total = Run(runs[0].name, runs[0].server, runs[0].clients)
     for r in runs:
         total.requests += r.requests
+        total.client_cpu_s += r.client_cpu_s
+        total.server_cpu_s += r.server_cpu_s
         total.errors += r.errors
         total.seconds += r.seconds
         total.latencies_ms += r.latencies_ms
@@ -281,7 +306,23 @@ def main() -> int:
             server.stop()
 
     runs = [combine(parts) for parts in rounds.values()] + ([soak] if soak else [])
-    headers = ["run", "server", "clients", "requests", "errors", "seconds", "req/s", "p50 ms", "p95 ms", "p99 ms", "mean batch", "RSS start MiB", "RSS end MiB"]
+    headers = [
+        "run",
+        "server",
+        "clients",
+        "requests",
+        "errors",
+        "seconds",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "mean batch",
+        "server CPU ms/req",
+        "client CPU ms/req",
+        "RSS start MiB",
+        "RSS end MiB",
+    ]
     rows = [
         [
             r.name,
@@ -295,6 +336,8 @@ def main() -> int:
             r.latency(95),
             r.latency(99),
             r.mean_batch,
+            r.cpu_ms_per_request(r.server_cpu_s),
+            r.cpu_ms_per_request(r.client_cpu_s),
             r.rss_start_mib,
             r.rss_end_mib,
         ]
