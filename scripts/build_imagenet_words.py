@@ -10,6 +10,9 @@ ImageNet class ids are WordNet 3.0 noun synset offsets, so the words come from W
   else the noun.
 - chain: words to try, in order, when a caption model's vocabulary lacks the noun: the noun, the
   hypernyms' basic-level words, and "animal" for animals ("owl" -> "bird" -> "animal").
+- related: the last resort when a vocabulary has no word of the chain: the single-word lemmas of
+  the class and of its hypernyms three levels up, nearest first, without the words too vague to
+  stand for a thing (`NOT_ANCHORS`): "ballpoint" -> "ballpen", "biro", "pen".
 - plural: English rules plus WordNet's irregular plurals (`noun.exc`: goose -> geese).
 - object: whether the class is a thing a caption names as its subject. Landscapes and places
   (seashore, valley, alp), clothing (lab coat, jersey: the subject is the person wearing it) and
@@ -160,6 +163,37 @@ TOO_GENERAL = {
     "top",
     "support",
 }
+
+# Words that can end a fallback chain's WordNet part only if they can stand for the thing in a caption:
+# beyond TOO_GENERAL, words a Flickr8k caption uses in another sense ("ride", "arm", "bank", "pool")
+# or that name nothing ("good", "being", "surface"). Reviewed by hand over every class whose chain
+# would otherwise reach them.
+NOT_ANCHORS = TOO_GENERAL | {
+    "good",
+    "construction",
+    "being",
+    "organism",
+    "arm",
+    "surface",
+    "control",
+    "spot",
+    "rubber",
+    "bank",
+    "plant",
+    "pool",
+    "bar",
+    "litter",
+    "case",
+    "ride",
+    "tank",
+    "whole",
+    "entity",
+    "artefact",
+    "instrumentation",
+    "thing",
+    "matter",
+}
+RELATED_LEVELS = 3  # hypernym levels whose words extend a chain (the class itself, then 3 up)
 
 # The hand review: classes people photograph most, where the rules above pick a rare or wrong word.
 # Birds only a birder would name (dowitcher, limpkin, coucal) are "bird".
@@ -602,6 +636,18 @@ def ancestors(synset: Any) -> list[Any]:
     return order
 
 
+def related_words(synset: Any, levels: int = RELATED_LEVELS) -> list[str]:
+    """The single-word lemmas of the synset and of its hypernyms up to `levels` above, nearest first,
+    except NOT_ANCHORS ("ballpoint" -> ballpoint, ballpen, biro, pen): where a vocabulary has none of a
+    chain's basic words, the nearest of these it has can stand for the class ("a man with a pen")."""
+    words, level = [], [synset]
+    for _ in range(levels + 1):
+        for s in sorted(level, key=lambda s: s.name()):
+            words += [name for name in (lemma.name().lower() for lemma in s.lemmas()) if name.isalpha() and name not in NOT_ANCHORS]
+        level = [h for s in level for h in s.hypernyms() + s.instance_hypernyms()]
+    return words
+
+
 def _common_lemma(synset: Any) -> str | None:
     for lemma in synset.lemmas():
         if "_" not in lemma.name() and "-" not in lemma.name() and lemma.count() > 0:
@@ -681,6 +727,7 @@ def build(classes: list[tuple[int, str, str]], wn: Any) -> list[dict[str, Any]]:
             if "chain" not in fix:
                 row["chain"] = list(dict.fromkeys([row["noun"], row["basic"], *words[1:]]))
             row["reviewed"] = True
+        row["related"] = [w for w in dict.fromkeys(related_words(synset)) if w not in row["chain"]]
         rows.append(row)
     return rows
 
@@ -702,7 +749,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         "version": 1,
         "source": "WordNet 3.0 (Princeton University; WordNet licence) via scripts/build_imagenet_words.py; hand review in its OVERRIDES",
         "fields": "id: classifier output index; wnid: WordNet noun offset; label: ImageNet short label; noun: caption word; plural; "
-        "basic: basic-level noun; chain: words to try when a vocabulary lacks the noun; object: a caption subject; reviewed: checked by hand",
+        "basic: basic-level noun; chain: words to try when a vocabulary lacks the noun; object: a caption subject; reviewed: checked by hand; "
+        "related: WordNet synonyms and hypernyms to try when a vocabulary has no word of the chain",
     }
     lines = [json.dumps(r, ensure_ascii=False) for r in rows]
     return "{\n" + "".join(f"  {json.dumps(k)}: {json.dumps(v)},\n" for k, v in header.items()) + '  "classes": [\n    ' + ",\n    ".join(lines) + "\n  ]\n}\n"

@@ -115,6 +115,16 @@ def test_unsure_species_of_one_basic_kind_still_name_it():
     assert plan is not None and plan.noun == "bird" and not plan.borrowed
 
 
+def test_a_class_without_a_chain_word_in_the_vocabulary_is_written_through_a_related_word():
+    assert "pen" in BY_LABEL["ballpoint"].related and "pen" not in BY_LABEL["ballpoint"].chain
+    vocab = Vocabulary.build(["a man writes with a pen", "two pens on a desk"])
+    plan = plan_object(probabilities(ballpoint=0.9), vocab, threshold=0.5)
+    assert plan is not None and plan.noun == "ballpoint" and plan.anchors == ("pen", "pens") and plan.borrowed
+    assert plan_object(probabilities(ballpoint=0.9), VOCAB, threshold=0.5) is None  # no word for it at all
+    # Words that name something else in a caption never stand for a class ("ride" for a carousel).
+    assert not {"ride", "arm", "bank", "good"} & {w for c in imagenet_words() for w in c.related}
+
+
 def test_places_are_never_named():
     assert plan_object(probabilities(seashore=0.95), VOCAB, threshold=0.5) is None
 

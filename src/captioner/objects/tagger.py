@@ -122,7 +122,7 @@ def plan_object(probabilities: np.ndarray, vocab: Vocabulary, threshold: float =
     Classes that share a caption noun pool their probability (120 dog breeds are one "dog"); only
     classes that can be a caption's subject count. The noun is written as itself when the
     vocabulary has it, else through the first word of its chain that the vocabulary has ("owl" via
-    "bird"). When no noun reaches the threshold, the in-vocabulary words they are written with may
+    "bird"), else of its related words ("ballpoint" via "pen"). When no noun reaches the threshold, the in-vocabulary words they are written with may
     (a goose, a swan and an egret, each unsure, still make a sure "bird"); then that word is named.
     """
     classes = imagenet_words()
@@ -135,7 +135,7 @@ def plan_object(probabilities: np.ndarray, vocab: Vocabulary, threshold: float =
         c = classes[int(i)]
         if not c.object:
             continue
-        anchor = c.noun if c.noun in words else next((w for w in c.chain[1:] if w in words), None)
+        anchor = c.noun if c.noun in words else next((w for w in (*c.chain[1:], *c.related) if w in words), None)
         if anchor is None:
             continue
         p = float(probabilities[i])

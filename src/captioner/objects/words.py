@@ -2,8 +2,9 @@
 
 The table (`imagenet_words.json`, built from WordNet 3.0 by `scripts/build_imagenet_words.py`)
 gives each of the 1000 classes its caption noun ("macaw" -> "parrot"), plural, basic-level noun
-("bird"), a fallback chain of words for vocabularies that lack the noun, and whether the class
-is a caption's subject at all ("seashore" and "lab coat" are not).
+("bird"), a fallback chain of words for vocabularies that lack the noun, related WordNet words to
+try after that ("pen" for "ballpoint"), and whether the class is a caption's subject at all
+("seashore" and "lab coat" are not).
 
 No TensorFlow here.
 """
@@ -49,6 +50,7 @@ class ClassWords:
     chain: tuple[str, ...]  # noun first, then more general words to try
     object: bool  # a thing a caption names as its subject
     reviewed: bool  # checked by hand
+    related: tuple[str, ...] = ()  # WordNet synonyms and near hypernyms ("pen" for "ballpoint"): tried after the chain
 
 
 @functools.cache
@@ -62,7 +64,18 @@ def imagenet_words() -> tuple[ClassWords, ...]:
         if row["id"] != i:
             raise ValueError(f"captioner/objects/imagenet_words.json: class {i} is out of order")
         out.append(
-            ClassWords(row["id"], row["wnid"], row["label"], row["noun"], row["plural"], row["basic"], tuple(row["chain"]), row["object"], row["reviewed"])
+            ClassWords(
+                row["id"],
+                row["wnid"],
+                row["label"],
+                row["noun"],
+                row["plural"],
+                row["basic"],
+                tuple(row["chain"]),
+                row["object"],
+                row["reviewed"],
+                tuple(row.get("related", ())),
+            )
         )
     return tuple(out)
 
