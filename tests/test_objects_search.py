@@ -28,11 +28,11 @@ VOCAB = Vocabulary.build(
 LABELS = {c.label: c.id for c in imagenet_words()}
 
 
-def tagger_sure_of(label: str | None, dim: int) -> ImageNetTagger:
-    """A classifier that gives `label` about 0.9 whatever the image (None: about 0.001 to every class)."""
+def tagger_sure_of(label: str | None, dim: int, probability: float = 0.9) -> ImageNetTagger:
+    """A classifier that gives `label` `probability` whatever the image (None: about 0.001 to every class)."""
     bias = np.zeros(1000, np.float32)
     if label is not None:
-        bias[LABELS[label]] = np.log(0.9 * 999 / 0.1)
+        bias[LABELS[label]] = np.log(probability * 999 / (1 - probability))
     return ImageNetTagger(np.zeros((dim, 1000), np.float32), bias)
 
 
@@ -147,3 +147,23 @@ def test_captioner_takes_the_mode_and_xception_models_have_no_tags(lite0_model, 
     captioner = Captioner(tmp_path / "x")
     assert not isinstance(captioner.search, ObjectSearch)
     assert captioner.caption_arrays(np.zeros((1, 299, 299, 3), np.uint8), beam_size=2)[0][0].tags is None
+
+
+def test_a_food_is_named_as_the_subject_where_a_thing_needs_a_surer_classifier():
+    import keras
+
+    keras.utils.set_random_seed(1)
+    vocab = Vocabulary.build(["a man in a red shirt is standing in front of a building", "a pizza is on the table", "a brown dog is running"])
+    decoder = build_decoder(MergeConfig(vocab_size=len(vocab), max_length=12, feature_dim=16, embedding_dim=8, units=8, decoder="merge"))
+    features = features_for(decoder)
+    plain = [h[0].caption for h in SearchDecoder(decoder, vocab).caption(features, 3)]
+    assert not any("pizza" in c.split() for c in plain)
+    food = ObjectSearch(decoder, vocab, tagger_sure_of("pizza", 16, probability=0.45))
+    for hyps in food.caption(features, 3):
+        words = hyps[0].caption.split()
+        assert "pizza" in words[: food.within], hyps[0].caption
+        assert not {"man", "dog"} & set(words), hyps[0].caption  # the subject, alone
+    thing = ObjectSearch(decoder, vocab, tagger_sure_of("church", 16, probability=0.45))  # a thing, via "building": needs 0.6
+    unnamed = [i for i, c in enumerate(plain) if "building" not in c.split()]
+    got = thing.caption(features, 3)
+    assert unnamed and all(got[i][0].caption == plain[i] for i in unnamed)

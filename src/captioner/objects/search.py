@@ -48,7 +48,7 @@ PEOPLE_WORDS = tuple(
     "shirt jacket dress coat hat uniform outfit costume helmet jersey shorts pants swimsuit vest sweater scarf wearing "
     "dog dogs puppy puppies".split()
 )
-DEFAULT_SURE = 0.6  # things, and animals the caption calls something else plausible, need this much
+DEFAULT_SURE = 0.6  # things, and animals or foods the caption calls something else plausible, need this much
 DEFAULT_PLAUSIBLE = 0.1  # "a dog" is plausible when the classifier gives dogs this much
 DEFAULT_WITHIN = 5  # "a man and a dog", "a small black and white bird": the subject comes early
 
@@ -234,11 +234,12 @@ class ObjectSearch(SearchDecoder):
             said = set(results[i][0].caption.split())
             if said & set(plan.anchors):
                 continue  # named already: only the borrowed word and articles change, below
-            # Things (a ball, a bicycle) are mostly what the people in a photo hold or ride; and when
-            # the caption names another animal that the classifier finds plausible too, the
-            # classifier may be the one that is wrong. Both need the classifier to be sure.
+            # Things (a ball, a bicycle) are mostly what the people in a photo hold or ride, while an
+            # animal or a food is the photo's subject; and when the caption names another animal
+            # that the classifier finds plausible too, the classifier may be the one that is wrong.
+            # Things, and animals or foods in that case, need the classifier to be sure.
             plausible = max((word_probability(probabilities[i], w) for w in said & animals), default=0.0) >= self.plausible
-            if (not plan.animal or plausible) and plan.probability < self.sure:
+            if (not (plan.animal or plan.food) or plausible) and plan.probability < self.sure:
                 plans[i] = None
         missing = [i for i, plan in enumerate(plans) if plan is not None and not set(plan.anchors) & set(results[i][0].caption.split())]
         if missing:
@@ -249,9 +250,9 @@ class ObjectSearch(SearchDecoder):
                 plan = plans[i]
                 assert plan is not None
                 allowed[row, list(plan.token_ids)] = True
-                # An animal is the photo's subject, and so is a food the classifier is sure of (a
-                # bowl of strawberries); any other thing may be what a person holds or rides.
-                if plan.animal or (plan.food and plan.probability >= self.sure):
+                # An animal is the photo's subject, and so is a food (a bowl of strawberries, a pizza);
+                # any other thing may be what a person holds or rides.
+                if plan.animal or plan.food:
                     within[row] = self.within
                     if plan.anchors[0] not in PEOPLE_ANIMALS:
                         banned[row, self._people_ids] = True
