@@ -192,6 +192,7 @@ NOT_ANCHORS = TOO_GENERAL | {
     "instrumentation",
     "thing",
     "matter",
+    "works",
 }
 RELATED_LEVELS = 3  # hypernym levels whose words extend a chain (the class itself, then 3 up)
 
