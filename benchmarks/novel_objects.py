@@ -190,7 +190,7 @@ def main() -> None:
     _common.print_table(
         ["images (batch 1, median of 20 x repeats)", "search off ms", "tags only ms", f"on ({args.thresholds[0]:g}) ms", "cost ms"],
         timing_rows,
-        title=f"latency of the search (the encoder, ~60 ms for Lite2, is the same for all); the tags alone: {tag_ms:.2f} ms an image",
+        title=f"latency of the search (the encoder's time, the same for all, comes on top); the tags alone: {tag_ms:.2f} ms an image",
     )
 
     # --- in domain -------------------------------------------------------------------------------
