@@ -164,10 +164,9 @@ TOO_GENERAL = {
     "support",
 }
 
-# Words that can end a fallback chain's WordNet part only if they can stand for the thing in a caption:
-# beyond TOO_GENERAL, words a Flickr8k caption uses in another sense ("ride", "arm", "bank", "pool")
-# or that name nothing ("good", "being", "surface"). Reviewed by hand over every class whose chain
-# would otherwise reach them.
+# Never a related word: beyond TOO_GENERAL, words a Flickr8k caption uses in another sense ("ride",
+# "arm", "bank", "pool") or that name nothing ("good", "being", "surface"). Chosen by reading the
+# related words the Flickr8k vocabulary would use for every class whose chain it lacks.
 NOT_ANCHORS = TOO_GENERAL | {
     "good",
     "construction",
@@ -194,7 +193,7 @@ NOT_ANCHORS = TOO_GENERAL | {
     "matter",
     "works",
 }
-RELATED_LEVELS = 3  # hypernym levels whose words extend a chain (the class itself, then 3 up)
+RELATED_LEVELS = 3  # hypernym levels above the class whose lemmas are related words
 
 # The hand review: classes people photograph most, where the rules above pick a rare or wrong word.
 # Birds only a birder would name (dowitcher, limpkin, coucal) are "bird".
