@@ -167,3 +167,22 @@ def test_a_food_is_named_as_the_subject_where_a_thing_needs_a_surer_classifier()
     unnamed = [i for i, c in enumerate(plain) if "building" not in c.split()]
     got = thing.caption(features, 3)
     assert unnamed and all(got[i][0].caption == plain[i] for i in unnamed)
+
+
+def test_the_constrained_search_gives_each_image_what_it_gives_it_alone(decoder):
+    """An image stops when its own second bank has ended, so the rest of a batch cannot change its captions."""
+    search = ObjectSearch(decoder, VOCAB, tagger_sure_of(None, 16))
+    features = features_for(decoder, 6)
+    allowed = np.zeros((6, len(VOCAB)), bool)
+    for row, word in enumerate(["branch", "bird", "dog", "water", "beach", "grass"]):
+        allowed[row, VOCAB.word_to_id[word]] = True
+    banned = np.zeros_like(allowed)
+    banned[::2, VOCAB.word_to_id["man"]] = True
+    within = np.array([3, 12, 5, 12, 4, 12], np.int32)
+    batched = search.constrained(features, allowed, banned, within, beam_size=3, num_captions=2)
+    for row, hyps in enumerate(batched):
+        alone = search.constrained(features[row : row + 1], allowed[row : row + 1], banned[row : row + 1], within[row : row + 1], beam_size=3, num_captions=2)[0]
+        assert (hyps is None) == (alone is None)
+        if hyps is not None and alone is not None:
+            assert [h.caption for h in hyps] == [h.caption for h in alone]
+            np.testing.assert_allclose([h.score for h in hyps], [h.score for h in alone], rtol=1e-5)

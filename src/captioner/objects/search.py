@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -117,58 +118,72 @@ class ObjectSearch(SearchDecoder):
         vocab_size = self.decoder.config.vocab_size
         k = beam_size
         hyps = 2 * k  # per image: bank 0 then bank 1
-        flat = batch * hyps
         memory = tf.nest.map_structure(lambda m: tf.repeat(m, hyps, axis=0), self.decoder.encode_image(features))
         state = self.decoder.initial_state(memory)
-        token = tf.fill([flat], self.vocab.start_id)
+        token = tf.fill([batch * hyps], self.vocab.start_id)  # (A*2K,)
         first = tf.concat([[0.0], tf.fill([hyps - 1], -np.inf)], axis=0)  # one live beam, in bank 0
-        log_prob = tf.tile(first[None, :], [batch, 1])  # (B, 2K)
+        log_prob = tf.tile(first[None, :], [batch, 1])  # (A, 2K)
         finished = tf.zeros([batch, hyps], tf.bool)
         length = tf.zeros([batch, hyps])
-        history = tf.zeros([batch, hyps, 0], tf.int32)
-        maps = tf.zeros([batch, hyps, 0, cells])
+        history = tf.zeros([batch, hyps, 0], tf.int32)  # (A, 2K, t)
+        maps = tf.zeros([batch, hyps, 0, cells])  # (A, 2K, t, L)
+        # As in `SearchDecoder`'s beam search, only the A images still searching are stepped: an
+        # image is done when its bank 1 has ended, whatever the other images in the batch do.
+        active = tf.range(batch)  # (A,)
+        results = self._empty_results(batch, hyps, cells)
         pad_only = tf.where(tf.range(vocab_size) == self.vocab.pad_id, 0.0, -np.inf)  # (V,)
         is_end = tf.range(vocab_size) == self.vocab.end_id  # (V,)
-        allowed = allowed[:, None, :]  # (B, 1, V)
-        banned = banned & ~allowed[:, 0, :]
+        allowed = allowed[:, None, :]  # (A, 1, V)
+        banned = banned & ~allowed[:, 0, :]  # (A, V)
         t = tf.constant(0)
-        while t < self.max_length and not tf.reduce_all(finished[:, k:]):
+        while t < self.max_length and tf.size(active) > 0:
             tf.autograph.experimental.set_loop_options(
                 shape_invariants=[(history, tf.TensorShape([None, None, None])), (maps, tf.TensorShape([None, None, None, None]))]
+                + self._shrinking(active, token, log_prob, finished, length, allowed, banned, within, memory, state)
             )
+            images = tf.size(active)
             logits, state, attention = self.decoder_step(memory, token, state, cells)
-            log_probs = tf.reshape(self.next_word_log_probs(logits, t, tf.reshape(history, [flat, -1])), [batch, hyps, vocab_size])
+            log_probs = tf.reshape(self.next_word_log_probs(logits, t, tf.reshape(history, [images * hyps, -1])), [images, hyps, vocab_size])
             log_probs = tf.where(banned[:, None, :], -np.inf, log_probs)
             log_probs = tf.where(finished[:, :, None], pad_only[None, None, :], log_probs)
             unmet = tf.where(is_end[None, None, :], -np.inf, log_probs[:, :k])  # bank 0 may not end: it has not named the object
-            late = (t + 1 >= within)[:, None, None]  # (B, 1, 1) the word must come by then: it names the subject
-            stay = log_prob[:, :k, None] + tf.where(allowed | late, -np.inf, unmet)  # (B, K, V) bank 0 -> bank 0
+            late = (t + 1 >= within)[:, None, None]  # (A, 1, 1) the word must come by then: it names the subject
+            stay = log_prob[:, :k, None] + tf.where(allowed | late, -np.inf, unmet)  # (A, K, V) bank 0 -> bank 0
             meet = log_prob[:, :k, None] + tf.where(allowed, unmet, -np.inf)  # bank 0 -> bank 1
             keep = log_prob[:, k:, None] + tf.where(allowed & ~finished[:, k:, None], -np.inf, log_probs[:, k:])  # bank 1 -> bank 1, once named
-            lp0, index0 = tf.math.top_k(tf.reshape(stay, [batch, k * vocab_size]), k=k)
-            lp1, index1 = tf.math.top_k(tf.concat([tf.reshape(keep, [batch, k * vocab_size]), tf.reshape(meet, [batch, k * vocab_size])], axis=1), k=k)
+            lp0, index0 = tf.math.top_k(tf.reshape(stay, [images, k * vocab_size]), k=k)
+            lp1, index1 = tf.math.top_k(tf.concat([tf.reshape(keep, [images, k * vocab_size]), tf.reshape(meet, [images, k * vocab_size])], axis=1), k=k)
             source = index1 // vocab_size  # < K: bank 1 beam `source`; >= K: bank 0 beam `source - K`
-            parent = tf.concat([index0 // vocab_size, tf.where(source < k, source + k, source - k)], axis=1)  # (B, 2K)
+            parent = tf.concat([index0 // vocab_size, tf.where(source < k, source + k, source - k)], axis=1)  # (A, 2K)
             token_2d = tf.concat([index0 % vocab_size, index1 % vocab_size], axis=1)
             log_prob = tf.concat([lp0, lp1], axis=1)
             finished = tf.gather(finished, parent, batch_dims=1)
             length = tf.gather(length, parent, batch_dims=1) + tf.where(finished, 0.0, 1.0)
             history = tf.concat([tf.gather(history, parent, batch_dims=1), token_2d[:, :, None]], axis=2)
-            step_maps = tf.gather(tf.reshape(attention, [batch, hyps, cells]), parent, batch_dims=1)
+            step_maps = tf.gather(tf.reshape(attention, [images, hyps, cells]), parent, batch_dims=1)
             maps = tf.concat([tf.gather(maps, parent, batch_dims=1), step_maps[:, :, None, :]], axis=2)
             finished |= token_2d == self.vocab.end_id
-            rows = tf.reshape(parent + tf.range(batch)[:, None] * hyps, [flat])
+            rows = tf.reshape(parent + tf.range(images)[:, None] * hyps, [images * hyps])
             state = [tf.gather(s, rows) for s in state]
-            token = tf.reshape(token_2d, [flat])
+            token = tf.reshape(token_2d, [images * hyps])
+            done = tf.reduce_all(finished[:, k:], axis=1)  # (A,)
+            if tf.reduce_any(done):
+                results = self._write_results(results, done, active, history, log_prob, length, maps)
+                keep_images = functools.partial(tf.boolean_mask, mask=~done)
+                active, log_prob, finished, length, history, maps, allowed, banned, within = (
+                    keep_images(x) for x in (active, log_prob, finished, length, history, maps, allowed, banned, within)
+                )
+                memory, state, token = tf.nest.map_structure(functools.partial(tf.boolean_mask, mask=tf.repeat(~done, hyps)), (memory, state, token))
             t += 1
+        history, log_prob, length, maps = self._write_results(results, tf.ones_like(active, tf.bool), active, history, log_prob, length, maps)
         met_log_prob = log_prob[:, k:]
         score = met_log_prob / tf.maximum(length[:, k:], 1.0) ** length_penalty
         order = tf.argsort(score, axis=1, direction="DESCENDING", stable=True)
         return (
-            tf.gather(history[:, k:], order, batch_dims=1),
+            tf.gather(history[:, k:, :t], order, batch_dims=1),
             tf.gather(met_log_prob, order, batch_dims=1),
             tf.gather(score, order, batch_dims=1),
-            tf.gather(maps[:, k:], order, batch_dims=1),
+            tf.gather(maps[:, k:, :t], order, batch_dims=1),
         )
 
     def constrained(
