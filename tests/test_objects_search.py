@@ -181,7 +181,9 @@ def test_the_constrained_search_gives_each_image_what_it_gives_it_alone(decoder)
     within = np.array([3, 12, 5, 12, 4, 12], np.int32)
     batched = search.constrained(features, allowed, banned, within, beam_size=3, num_captions=2)
     for row, hyps in enumerate(batched):
-        alone = search.constrained(features[row : row + 1], allowed[row : row + 1], banned[row : row + 1], within[row : row + 1], beam_size=3, num_captions=2)[0]
+        alone = search.constrained(features[row : row + 1], allowed[row : row + 1], banned[row : row + 1], within[row : row + 1], beam_size=3, num_captions=2)[
+            0
+        ]
         assert (hyps is None) == (alone is None)
         if hyps is not None and alone is not None:
             assert [h.caption for h in hyps] == [h.caption for h in alone]
