@@ -22,10 +22,12 @@ class ServeSettings:
     """Limits and batching of the HTTP service (the flags of `captioner serve`).
 
     Attributes:
-        max_batch: most images one model run takes; 1 runs every request on its own. 8 because on
-            the 2-core machine measured the beam search cost least per image from batches of
-            about 8 (95 captions/s at 8, 94 at 64: `benchmarks/decode_speed.py`), while the
-            encoder (on LiteRT, two images per call) costs the same per image at any batch.
+        max_batch: most images one model run takes; 1 runs every request on its own. 16 because
+            on the 2-core machine measured the beam search, which drops images as they finish,
+            costs least per image from batches of about 16 (99 captions/s at 8, 138 at 16, 135 at
+            32: `benchmarks/decode_speed.py --model flickr8k-attention --beams 5 --batch-sizes 8
+            16 32 --batches 8`), while the encoder (on LiteRT, two images per call) costs the same
+            per image at any batch.
         max_wait_ms: how long the batch worker waits for more requests after the first one arrives.
         max_queue: most images waiting for the model; more are refused with 503 at once.
         max_upload_bytes: most bytes one request body may have (413 above it).
@@ -38,7 +40,7 @@ class ServeSettings:
             request does not pay for tracing the compiled search, nor the first full batch for memory.
     """
 
-    max_batch: int = 8
+    max_batch: int = 16
     max_wait_ms: float = 5.0
     max_queue: int = 256
     max_upload_bytes: int = 20 * 2**20
