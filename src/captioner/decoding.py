@@ -10,7 +10,6 @@ the searches carry them so every caption comes with one weight map per word.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import numpy as np
@@ -177,9 +176,9 @@ class SearchDecoder:
             done = tf.reduce_all(finished, axis=1)  # (A,)
             if tf.reduce_any(done):
                 results = self._write_results(results, done, active, history, log_prob, length, maps)
-                keep_images = functools.partial(tf.boolean_mask, mask=~done)
-                active, log_prob, finished, length, history, maps = (keep_images(x) for x in (active, log_prob, finished, length, history, maps))
-                memory, state, token = tf.nest.map_structure(functools.partial(tf.boolean_mask, mask=tf.repeat(~done, beam_size)), (memory, state, token))
+                (active, log_prob, finished, length, history, maps), (memory, state, token) = self._drop_images(
+                    done, beam_size, (active, log_prob, finished, length, history, maps), (memory, state, token)
+                )
             t += 1
         # Images still searching when max_length stopped the search.
         history, log_prob, length, maps = self._write_results(results, tf.ones_like(active, tf.bool), active, history, log_prob, length, maps)
@@ -219,6 +218,15 @@ class SearchDecoder:
             tf.tensor_scatter_nd_update(out_length, at, tf.boolean_mask(length, done)),
             out_maps,
         )
+
+    @staticmethod
+    def _drop_images(
+        done: tf.Tensor, rows_per_image: tf.Tensor, per_image: tuple[Any, ...], per_row: tuple[Any, ...]
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """Keeps the images where `done` (A,) is False: in the `per_image` tensors (A, ...), and their
+        `rows_per_image` rows each in the `per_row` nests (A*R, ...)."""
+        rows = tf.repeat(~done, rows_per_image)  # (A*R,)
+        return tuple(tf.boolean_mask(x, ~done) for x in per_image), tf.nest.map_structure(lambda x: tf.boolean_mask(x, rows), per_row)
 
     @staticmethod
     def _shrinking(*tensors: Any) -> list[tuple[tf.Tensor, tf.TensorShape]]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 
 import numpy as np
 import tensorflow as tf
@@ -169,11 +168,9 @@ class ObjectSearch(SearchDecoder):
             done = tf.reduce_all(finished[:, k:], axis=1)  # (A,)
             if tf.reduce_any(done):
                 results = self._write_results(results, done, active, history, log_prob, length, maps)
-                keep_images = functools.partial(tf.boolean_mask, mask=~done)
-                active, log_prob, finished, length, history, maps, allowed, banned, within = (
-                    keep_images(x) for x in (active, log_prob, finished, length, history, maps, allowed, banned, within)
+                (active, log_prob, finished, length, history, maps, allowed, banned, within), (memory, state, token) = self._drop_images(
+                    done, hyps, (active, log_prob, finished, length, history, maps, allowed, banned, within), (memory, state, token)
                 )
-                memory, state, token = tf.nest.map_structure(functools.partial(tf.boolean_mask, mask=tf.repeat(~done, hyps)), (memory, state, token))
             t += 1
         history, log_prob, length, maps = self._write_results(results, tf.ones_like(active, tf.bool), active, history, log_prob, length, maps)
         met_log_prob = log_prob[:, k:]
